@@ -1,0 +1,136 @@
+"""A thin asyncio client for the Asterisk REST Interface (ARI).
+
+Our own rather than PyPI's: `ari` (ari-py) does not import on Python 3, and
+`ari-client` has no reconnect logic. We need a handful of REST calls and an
+event WebSocket that comes back by itself, with backoff, when Asterisk
+restarts; httpx and websockets do the protocol work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import websockets
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class AriError(Exception):
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(f"ARI {status}: {message}" if status else f"ARI: {message}")
+        self.status = status
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        # Unreachable Asterisk or its own trouble: try again later. A 4xx means
+        # the request itself is wrong and will stay wrong.
+        return self.status is None or self.status >= 500
+
+
+class AriClient:
+    def __init__(self, base_url: str, user: str, password: str, app: str,
+                 timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.app = app
+        self._auth = (user, password)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, auth=self._auth, timeout=timeout,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                      json_body: Any = None) -> Any:
+        try:
+            response = await self._http.request(method, path, params=params, json=json_body)
+        except httpx.HTTPError as exc:
+            raise AriError(None, f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message", response.text)
+            except ValueError:
+                message = response.text
+            raise AriError(response.status_code, message)
+        if not response.content:
+            return None
+        return response.json()
+
+    async def send_message(self, to: str, from_: str, body: str,
+                           variables: dict[str, str] | None = None) -> None:
+        """PUT /endpoints/sendMessage: Asterisk accepts it with 202 and sends
+        the SIP MESSAGE on its own; the far end's answer is not reported."""
+        await self.request(
+            "PUT", "/endpoints/sendMessage",
+            params={"to": to, "from": from_, "body": body},
+            json_body={"variables": variables or {}})
+
+    async def set_global(self, name: str, value: str) -> None:
+        await self.request("POST", "/asterisk/variable",
+                           params={"variable": name, "value": value})
+
+    async def info(self) -> Any:
+        return await self.request("GET", "/asterisk/info")
+
+    def _events_url(self) -> str:
+        url = self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        return f"{url}/events?app={self.app}&subscribeAll=false"
+
+    async def run_events(self, handler: EventHandler, stop: asyncio.Event,
+                         max_backoff: float = 10.0) -> None:
+        """Keep the event WebSocket open until `stop`, reconnecting with backoff."""
+        token = base64.b64encode(f"{self._auth[0]}:{self._auth[1]}".encode()).decode()
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                async with websockets.connect(
+                    self._events_url(), additional_headers={"Authorization": f"Basic {token}"},
+                    open_timeout=5, ping_interval=10, ping_timeout=10,
+                ) as ws:
+                    self.connected.set()
+                    backoff = 0.2
+                    log.info("ARI events connected (app %s)", self.app)
+                    reader = asyncio.ensure_future(self._read(ws, handler))
+                    stopper = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    stopper.cancel()
+                    if not reader.done():
+                        reader.cancel()
+                    elif reader.exception():
+                        raise reader.exception()  # type: ignore[misc]
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                log.warning("ARI events unavailable: %s", exc)
+            self.connected.clear()
+            if stop.is_set():
+                break
+            self.reconnects += 1
+            delay = backoff * (1 + random.random() / 2)
+            backoff = min(max_backoff, backoff * 2)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def _read(self, ws: websockets.ClientConnection, handler: EventHandler) -> None:
+        async for raw in ws:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                log.warning("ARI sent a frame that is not JSON")
+                continue
+            try:
+                await handler(event)
+            except Exception:
+                log.exception("ARI event handler failed on %s", event.get("type"))

@@ -1,0 +1,202 @@
+"""The two Asterisk instances of the sandbox: the gateway and the carrier simulator.
+
+`asterisk/install.sh` provides the binary (the system's, or a cached Debian
+sid root). Each instance gets its own folder, filled from the templates in
+`asterisk/templates/` and `dialplan/` with values from the settings, and its
+own ports, all on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .settings import PROJECT_DIR, Settings
+
+TEMPLATES = PROJECT_DIR / "asterisk" / "templates"
+DIALPLANS = PROJECT_DIR / "dialplan"
+INSTANCES = ("gateway", "carrier")
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where the asterisk binary lives: '' for the system, else a chroot."""
+
+    root: str
+
+    @classmethod
+    def install(cls) -> Runtime:
+        out = subprocess.run(
+            ["bash", str(PROJECT_DIR / "asterisk" / "install.sh")],
+            check=True, capture_output=True, text=True,
+            env={**os.environ},
+        ).stdout.strip().splitlines()[-1]
+        kind, _, root = out.partition(" ")
+        return cls(root if kind == "chroot" else "")
+
+    def outside(self, inner: str) -> Path:
+        """A path inside the Asterisk root, as this process sees it."""
+        return Path(self.root + inner) if self.root else Path(inner)
+
+    def command(self, *args: str) -> list[str]:
+        base = ["chroot", self.root] if self.root else []
+        return [*base, "/usr/sbin/asterisk", *args]
+
+    def moddir(self) -> str:
+        for candidate in ("/usr/lib/x86_64-linux-gnu/asterisk/modules",
+                          "/usr/lib/aarch64-linux-gnu/asterisk/modules",
+                          "/usr/lib/asterisk/modules"):
+            if self.outside(candidate).is_dir():
+                return candidate
+        found = sorted(self.outside("/usr/lib").glob("**/asterisk/modules"))
+        if not found:
+            raise SandboxError("no Asterisk modules folder found")
+        return "/" + str(found[0].relative_to(self.outside("/")))
+
+    def mount_proc(self) -> None:
+        if self.root and not self.outside("/proc/self").exists():
+            subprocess.run(["mount", "-t", "proc", "proc", str(self.outside("/proc"))],
+                           check=True)
+
+
+def instance_values(name: str, settings: Settings, runtime: Runtime) -> dict[str, str]:
+    common = {
+        "instance": name,
+        "dir": f"{settings.run_dir}/{name}",
+        "moddir": runtime.moddir(),
+        "bind": settings.asterisk_bind,
+        "ari_user": settings.ari_user,
+        "ari_password": settings.ari_password,
+        "ami_user": settings.ami_user,
+        "ami_password": settings.ami_password,
+        "trunk_endpoint": settings.trunk_endpoint,
+        "trunk_host": settings.trunk_host,
+        "trunk_port": str(settings.trunk_port),
+        "trunk_user": settings.trunk_user,
+        "trunk_password": settings.trunk_password,
+        "gateway_sip_port": str(settings.sip_port),
+    }
+    if name == "gateway":
+        ports = {"sip_port": settings.sip_port, "http_port": settings.http_port,
+                 "ami_port": settings.ami_port, "rtp_start": 20000, "rtp_end": 20999}
+    else:
+        ports = {"sip_port": settings.trunk_port, "http_port": settings.carrier_http_port,
+                 "ami_port": settings.carrier_ami_port, "rtp_start": 21000, "rtp_end": 21999}
+    return {**common, **{k: str(v) for k, v in ports.items()}}
+
+
+def render(text: str, values: dict[str, str]) -> str:
+    def fill(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise SandboxError(f"template needs {{{{{key}}}}}, which no setting provides")
+        return values[key]
+
+    return _PLACEHOLDER.sub(fill, text)
+
+
+class Instance:
+    def __init__(self, name: str, settings: Settings, runtime: Runtime) -> None:
+        if name not in INSTANCES:
+            raise SandboxError(f"unknown instance {name!r}")
+        self.name = name
+        self.settings = settings
+        self.runtime = runtime
+        self.inner_dir = f"{settings.run_dir}/{name}"
+        self.dir = runtime.outside(self.inner_dir)
+
+    @property
+    def conf(self) -> str:
+        return f"{self.inner_dir}/etc/asterisk.conf"
+
+    def write_configs(self) -> None:
+        values = instance_values(self.name, self.settings, self.runtime)
+        etc = self.dir / "etc"
+        for sub in ("etc", "lib", "spool", "run", "log"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        for path in sorted((TEMPLATES / "common").glob("*.conf")):
+            (etc / path.name).write_text(render(path.read_text(), values))
+        for path in sorted((TEMPLATES / self.name).glob("*.conf")):
+            (etc / path.name).write_text(render(path.read_text(), values))
+        (etc / "extensions.conf").write_text(
+            render((DIALPLANS / f"{self.name}.conf").read_text(), values))
+        # The carrier's dialplan appends to this log, and FILE() only appends
+        # to a file that exists.
+        (self.dir / "spool" / "sms-received.log").touch()
+
+    def cli(self, command: str, timeout: float = 10.0) -> str:
+        out = subprocess.run(
+            self.runtime.command("-C", self.conf, "-rx", command),
+            capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise SandboxError(f"{self.name}: '{command}' failed: {out.stderr or out.stdout}")
+        return out.stdout
+
+    def pid(self) -> int | None:
+        pidfile = self.dir / "run" / "asterisk.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def running(self) -> bool:
+        if self.pid() is None:
+            return False
+        try:
+            self.cli("core show uptime", timeout=5)
+        except (SandboxError, subprocess.TimeoutExpired):
+            return False
+        return True
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.running():
+            self.stop()
+        self.write_configs()
+        self.runtime.mount_proc()
+        shutil.rmtree(self.dir / "run", ignore_errors=True)
+        (self.dir / "run").mkdir(parents=True)
+        subprocess.run(self.runtime.command("-C", self.conf), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.cli("core waitfullybooted", timeout=timeout)
+                return
+            except (SandboxError, subprocess.TimeoutExpired):
+                time.sleep(0.2)
+        raise SandboxError(f"{self.name} Asterisk did not start; see {self.dir}/log/messages.log")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        try:
+            self.cli("core stop now", timeout=timeout)
+        except (SandboxError, subprocess.TimeoutExpired):
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.pid() is not None:
+            time.sleep(0.1)
+        if self.pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+
+    def console_command(self) -> list[str]:
+        return self.runtime.command("-C", self.conf, "-rvvv")
+
+
+def instances(settings: Settings, runtime: Runtime | None = None) -> dict[str, Instance]:
+    runtime = runtime or Runtime.install()
+    return {name: Instance(name, settings, runtime) for name in INSTANCES}

@@ -1,0 +1,215 @@
+"""The `amivono` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+import uvicorn
+
+from . import database
+from .settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("AMIVONO_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _transport(settings: Settings):  # -> SmsTransport
+    from .ari import AriClient
+    from .dispatcher import default_name
+    from .sms_transports import AriPjsipTransport
+
+    if settings.sms_transport != "ari":
+        raise SystemExit(f"unknown AMIVONO_SMS_TRANSPORT {settings.sms_transport!r}")
+    name = settings.dispatcher_name or default_name()
+    ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
+                    f"{settings.ari_app}-{name}")
+    return AriPjsipTransport(ari, settings.trunk_endpoint, settings.trunk_host,
+                             settings.trunk_port)
+
+
+async def _dispatcher(settings: Settings, stop: asyncio.Event) -> None:
+    from .dispatcher import Dispatcher
+
+    transport = _transport(settings)
+    try:
+        await Dispatcher(settings, transport).run(stop)
+    finally:
+        await transport.close()
+
+
+def _server(settings: Settings) -> uvicorn.Server:
+    from .app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host=settings.api_host, port=settings.api_port,
+        log_level="warning", access_log=False, lifespan="on")
+    return uvicorn.Server(config)
+
+
+async def _run_all(settings: Settings, api: bool, dispatcher: bool) -> None:
+    await database.ensure_database(settings.database_url)
+    await database.migrate(settings.database_url)
+    stop = _stop_event()
+    tasks = []
+    server = _server(settings) if api else None
+    if server is not None:
+        # uvicorn would install its own signal handlers; ours stop everything.
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        tasks.append(asyncio.create_task(server.serve()))
+        logging.getLogger("amivono").info(
+            "API listening on http://%s:%s", settings.api_host, settings.api_port)
+    if dispatcher:
+        tasks.append(asyncio.create_task(_dispatcher(settings, stop)))
+    await stop.wait()
+    if server is not None:
+        server.should_exit = True
+    await asyncio.gather(*tasks)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    asyncio.run(_run_all(_settings(), api=args.api, dispatcher=args.dispatcher))
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    settings = _settings()
+
+    async def go() -> None:
+        await database.ensure_database(settings.database_url)
+        for name in await database.migrate(settings.database_url):
+            print(f"applied {name}")
+
+    asyncio.run(go())
+
+
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    from .api_keys import create_key
+
+    settings = _settings()
+
+    async def go() -> str:
+        await database.ensure_database(settings.database_url)
+        await database.migrate(settings.database_url)
+        pool = await database.create_pool(settings.database_url, min_size=1, max_size=1)
+        try:
+            return await create_key(pool, args.account)
+        finally:
+            await pool.close()
+
+    print(asyncio.run(go()))
+
+
+def cmd_keys_rate_limit(args: argparse.Namespace) -> None:
+    from .queries import queries
+
+    settings = _settings()
+
+    async def go() -> None:
+        pool = await database.create_pool(settings.database_url, min_size=1, max_size=1)
+        try:
+            row = await queries.accounts.set_rate_limit(
+                pool, name=args.account, rate_limit_per_hour=args.per_hour)
+        finally:
+            await pool.close()
+        if row is None:
+            raise SystemExit(f"no account {args.account!r}")
+        print(f"{row['name']}: {row['rate_limit_per_hour']} requests per hour")
+
+    asyncio.run(go())
+
+
+def cmd_asterisk(args: argparse.Namespace) -> None:
+    from .asterisk_sandbox import instances
+
+    chosen = instances(_settings())
+    names = [args.instance] if args.instance else list(chosen)
+    for name in names:
+        inst = chosen[name]
+        if args.action == "up":
+            inst.start()
+            print(f"{name}: running ({inst.dir})")
+        elif args.action == "down":
+            inst.stop()
+            print(f"{name}: stopped")
+        elif args.action == "status":
+            print(f"{name}: {'running' if inst.running() else 'stopped'} ({inst.dir})")
+        elif args.action == "console":
+            os.execvp(inst.console_command()[0], inst.console_command())
+
+
+def cmd_carrier_messages(args: argparse.Namespace) -> None:
+    from .asterisk_sandbox import instances
+    from .carrier import received_sms
+
+    for sms in received_sms(instances(_settings())["carrier"]):
+        print(json.dumps(sms, ensure_ascii=False))
+
+
+def cmd_settings(args: argparse.Namespace) -> None:
+    for name, value, doc in _settings().describe():
+        print(f"{name}={value}\n    {doc}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    _logging()
+    parser = argparse.ArgumentParser(prog="amivono", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="API and dispatcher together, in the foreground")
+    p.set_defaults(func=cmd_run, api=True, dispatcher=True)
+    p = sub.add_parser("api", help="the HTTP API alone")
+    p.set_defaults(func=cmd_run, api=True, dispatcher=False)
+    p = sub.add_parser("dispatcher", help="a dispatcher alone")
+    p.set_defaults(func=cmd_run, api=False, dispatcher=True)
+    p = sub.add_parser("migrate", help="apply pending schema migrations")
+    p.set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser("keys", help="API keys and accounts").add_subparsers(
+        dest="keys_command", required=True)
+    p = keys.add_parser("create", help="create ACCOUNT if needed and print a new key")
+    p.add_argument("account")
+    p.set_defaults(func=cmd_keys_create)
+    p = keys.add_parser("rate-limit", help="set ACCOUNT's requests per hour")
+    p.add_argument("account")
+    p.add_argument("per_hour", type=int)
+    p.set_defaults(func=cmd_keys_rate_limit)
+
+    p = sub.add_parser("asterisk", help="the sandbox's Asterisk instances")
+    p.add_argument("action", choices=["up", "down", "status", "console"])
+    p.add_argument("instance", nargs="?", choices=["gateway", "carrier"])
+    p.set_defaults(func=cmd_asterisk)
+
+    carrier = sub.add_parser("carrier", help="the carrier simulator").add_subparsers(
+        dest="carrier_command", required=True)
+    p = carrier.add_parser("messages", help="every SMS the carrier received, as JSON lines")
+    p.set_defaults(func=cmd_carrier_messages)
+
+    p = sub.add_parser("settings", help="every AMIVONO_* setting, its value and meaning")
+    p.set_defaults(func=cmd_settings)
+
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,82 @@
+"""Connections to PostgreSQL and the schema migrations.
+
+Migrations are the numbered files in `service/migrations/`, applied in order,
+each in its own transaction, under an advisory lock so that several processes
+starting at once apply each exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Arbitrary constant shared by every Amivono process: "amivono" in ASCII.
+MIGRATION_LOCK = 0x616D69766F6E6F
+
+
+def migration_files() -> list[tuple[int, str, Path]]:
+    out = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        version = int(path.name.split("_", 1)[0])
+        out.append((version, path.stem, path))
+    return out
+
+
+async def migrate(dsn: str) -> list[str]:
+    """Apply pending migrations; return the names applied by this call."""
+    conn = await asyncpg.connect(dsn)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        try:
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       version integer PRIMARY KEY,
+                       name text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for version, name, path in migration_files():
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(path.read_text())
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        version,
+                        name,
+                    )
+                log.info("applied migration %s", name)
+                applied.append(name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    finally:
+        await conn.close()
+    return applied
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+
+
+async def ensure_database(dsn: str) -> None:
+    """Create the database named in `dsn` if it does not exist (demo and tests)."""
+    name = dsn.rsplit("/", 1)[1].split("?", 1)[0]
+    admin_dsn = dsn.rsplit("/", 1)[0] + "/postgres"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            # Identifiers cannot be bound as parameters; quote it instead.
+            quoted = '"' + name.replace('"', '""') + '"'
+            try:
+                await conn.execute(f"CREATE DATABASE {quoted}")
+            except asyncpg.DuplicateDatabaseError:
+                pass
+    finally:
+        await conn.close()

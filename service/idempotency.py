@@ -1,0 +1,79 @@
+"""Idempotency-Key on POST: a retried request gets the first response back.
+
+Keys are scoped per account and live 24 hours. The same key with the same
+body replays the stored response; with another body it is refused (422);
+while the first request is still being processed, a duplicate gets 409.
+The response is stored in the transaction that creates the resource, so
+a key is never stored without its resource, nor the other way round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from .http_errors import ApiError, FieldError, validation_failed
+from .queries import queries
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: dict[str, Any]
+    location: str | None
+
+
+def request_hash(method: str, path: str, body: Any) -> bytes:
+    canonical = json.dumps([method, path, body], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+def check_key(key: str, resource: str) -> None:
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
+        raise validation_failed([FieldError(
+            resource, HEADER, "invalid",
+            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")])
+
+
+async def reserve(pool: asyncpg.Pool, account_id: int, key: str, digest: bytes,
+                  resource: str) -> StoredResponse | None:
+    """Take the key, or return the stored response to replay; raise on conflicts."""
+    taken = await queries.idempotency_keys.reserve_key(
+        pool, account_id=account_id, key=key, request_hash=digest)
+    if taken is not None:
+        return None
+    row = await queries.idempotency_keys.get_key(pool, account_id=account_id, key=key)
+    if row is None:  # expired and purged between the two statements: try once more
+        taken = await queries.idempotency_keys.reserve_key(
+            pool, account_id=account_id, key=key, request_hash=digest)
+        if taken is not None:
+            return None
+        raise ApiError(409, f"A request with this {HEADER} is still in progress")
+    if bytes(row["request_hash"]) != digest:
+        raise validation_failed([FieldError(
+            resource, HEADER, "invalid",
+            f"this {HEADER} was already used with a different request body")])
+    if row["response_status"] is None:
+        raise ApiError(409, f"A request with this {HEADER} is still in progress; retry later")
+    body = row["response_body"]
+    if isinstance(body, str):
+        body = json.loads(body)
+    return StoredResponse(row["response_status"], body, row["response_location"])
+
+
+async def store(conn: asyncpg.Connection, account_id: int, key: str,
+                response: StoredResponse) -> None:
+    await queries.idempotency_keys.store_response(
+        conn, account_id=account_id, key=key, status=response.status,
+        body=json.dumps(response.body), location=response.location)
+
+
+async def release(pool: asyncpg.Pool, account_id: int, key: str) -> None:
+    await queries.idempotency_keys.release_key(pool, account_id=account_id, key=key)

@@ -1,0 +1,78 @@
+"""The wake-up signal from the API to the dispatchers: PostgreSQL NOTIFY.
+
+A NOTIFY inside the insert transaction would take PostgreSQL's global notify
+lock at every commit, so the API notifies after commit, and at most once per
+`interval` per process however many messages arrive. Dispatchers LISTEN on a
+dedicated connection and poll as a fallback, so a lost signal only delays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+CHANNEL = "amivono_due"
+log = logging.getLogger(__name__)
+
+
+class DueNotifier:
+    """Coalesces 'there is new work' into at most one NOTIFY per interval."""
+
+    def __init__(self, pool: asyncpg.Pool, interval: float = 0.005) -> None:
+        self._pool = pool
+        self._interval = interval
+        self._pending = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="due-notifier")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def poke(self) -> None:
+        self._pending.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            try:
+                await self._pool.execute("SELECT pg_notify($1, '')", CHANNEL)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("NOTIFY failed (dispatchers will poll): %s", exc)
+            await asyncio.sleep(self._interval)
+
+
+class DueListener:
+    """LISTENs on a dedicated connection (never a pooled one) and sets `wake`
+    on every signal. `ensure()` reconnects a lost connection."""
+
+    def __init__(self, dsn: str, wake: asyncio.Event) -> None:
+        self._dsn = dsn
+        self._wake = wake
+        self._conn: asyncpg.Connection | None = None
+
+    async def ensure(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            return
+        try:
+            self._conn = await asyncpg.connect(self._dsn)
+            await self._conn.add_listener(CHANNEL, self._on_notify)
+            self._wake.set()  # a signal may have been missed while disconnected
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("LISTEN connection failed (polling meanwhile): %s", exc)
+            self._conn = None
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()

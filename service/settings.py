@@ -1,0 +1,134 @@
+"""Every setting of the gateway, read from environment variables prefixed AMIVONO_.
+
+This module is the one place settings are documented: `amivono settings` prints
+them with their current values. Defaults give a working local demo.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- storage and public addresses -------------------------------------
+    database_url: str = field(
+        default="postgresql://postgres@127.0.0.1:5432/amivono",
+        metadata={"doc": "PostgreSQL DSN; the queue and all state live there."},
+    )
+    public_base_url: str = field(
+        default="http://127.0.0.1:8080",
+        metadata={"doc": "Base of the API as clients see it (used in Location, Link)."},
+    )
+    link_base_url: str = field(
+        default="http://127.0.0.1:8080/l",
+        metadata={"doc": "Base of the tracked link appended to repeated SMS."},
+    )
+    # --- API ----------------------------------------------------------------
+    api_host: str = field(default="127.0.0.1", metadata={"doc": "API bind address."})
+    api_port: int = field(default=8080, metadata={"doc": "API port."})
+    rate_limit_per_hour: int = field(
+        default=5000, metadata={"doc": "Default requests per hour per account."}
+    )
+    max_repeat: int = field(default=100, metadata={"doc": "Largest allowed `repeat`."})
+    default_repeat_interval: int = field(
+        default=60, metadata={"doc": "`repeat_interval` (minutes) when `repeat` is given alone."}
+    )
+    max_repeat_interval: int = field(
+        default=10080, metadata={"doc": "Largest `repeat_interval` in minutes (one week)."}
+    )
+    # --- dispatcher --------------------------------------------------------
+    minute_seconds: float = field(
+        default=60.0,
+        metadata={"doc": "Real seconds in one minute of repeat_interval (tests shorten it)."},
+    )
+    lease_seconds: float = field(
+        default=60.0,
+        metadata={"doc": "How long a claimed send is held before another dispatcher may take it."},
+    )
+    poll_seconds: float = field(
+        default=2.0, metadata={"doc": "Polling fallback when no NOTIFY arrives."}
+    )
+    sms_concurrency: int = field(
+        default=32, metadata={"doc": "SMS sends in flight per dispatcher."}
+    )
+    sms_per_second: float = field(
+        default=200.0,
+        metadata={"doc": "Pace of SMS hand-offs to Asterisk per dispatcher (protects PJSIP)."},
+    )
+    sms_max_failures: int = field(
+        default=5, metadata={"doc": "Consecutive failed attempts before a message is failed."}
+    )
+    sms_transport: str = field(
+        default="ari", metadata={"doc": "SMS transport: `ari` (PJSIP MESSAGE via ARI)."}
+    )
+    dispatcher_name: str = field(
+        default="", metadata={"doc": "Name of this dispatcher (default: host-pid)."}
+    )
+    # --- gateway Asterisk ----------------------------------------------------
+    ari_url: str = field(
+        default="http://127.0.0.1:18088/ari", metadata={"doc": "Gateway Asterisk ARI base URL."}
+    )
+    ari_user: str = field(default="amivono", metadata={"doc": "ARI user."})
+    ari_password: str = field(default="amivono-ari-secret", metadata={"doc": "ARI password."})
+    ari_app: str = field(
+        default="amivono", metadata={"doc": "Stasis app name prefix (dispatcher name appended)."}
+    )
+    ami_port: int = field(default=15038, metadata={"doc": "Gateway AMI port (loopback)."})
+    ami_user: str = field(default="amivono", metadata={"doc": "AMI user."})
+    ami_password: str = field(default="amivono-ami-secret", metadata={"doc": "AMI password."})
+    asterisk_bind: str = field(
+        default="127.0.0.1", metadata={"doc": "Address Asterisk binds SIP, ARI and AMI to."}
+    )
+    sip_port: int = field(default=15060, metadata={"doc": "Gateway SIP (UDP) port."})
+    http_port: int = field(default=18088, metadata={"doc": "Gateway HTTP/ARI port."})
+    trunk_endpoint: str = field(
+        default="carrier", metadata={"doc": "PJSIP endpoint name of the trunk."}
+    )
+    trunk_host: str = field(default="127.0.0.1", metadata={"doc": "Trunk (carrier) SIP host."})
+    trunk_port: int = field(default=15070, metadata={"doc": "Trunk (carrier) SIP port."})
+    trunk_user: str = field(default="amivono", metadata={"doc": "Trunk auth user."})
+    trunk_password: str = field(
+        default="amivono-trunk-secret", metadata={"doc": "Trunk auth password."}
+    )
+    # --- carrier simulator ---------------------------------------------------
+    carrier_http_port: int = field(
+        default=18089, metadata={"doc": "Carrier simulator HTTP port (loopback)."}
+    )
+    carrier_ami_port: int = field(
+        default=15039, metadata={"doc": "Carrier simulator AMI port (loopback)."}
+    )
+    # --- Asterisk sandbox ----------------------------------------------------
+    asterisk_root: str = field(
+        default="/var/cache/amivono/asterisk-root",
+        metadata={"doc": "Debian sid root holding asterisk when the system has none."},
+    )
+    run_dir: str = field(
+        default="/srv/amivono",
+        metadata={"doc": "Folder (inside the Asterisk root) for the instances' configs and state."},
+    )
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"AMIVONO_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(f.default)
+            values[f.name] = kind(raw) if kind is not str else raw
+        return cls(**values)
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(variable, current value, documentation) for every setting."""
+        out = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if "password" in f.name:
+                value = "***"
+            out.append((f"AMIVONO_{f.name.upper()}", str(value), f.metadata.get("doc", "")))
+        return out

@@ -1,0 +1,80 @@
+"""How an SMS leaves the gateway. The dispatcher knows only this interface;
+each transport turns a validated message into its own protocol's request."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from .ari import AriClient, AriError
+
+# Defence in depth: numbers were validated by the API, but nothing else may
+# ever reach a SIP URI, whatever path a row took into the database.
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)
+
+
+@dataclass(frozen=True)
+class OutgoingSms:
+    message_id: int
+    attempt_id: int
+    from_number: str
+    to_number: str
+    body: str
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: str  # 'sent' or 'failed'
+    detail: str
+
+
+class SmsTransport(Protocol):
+    name: str
+
+    async def send(self, sms: OutgoingSms) -> SendResult: ...
+
+    async def close(self) -> None: ...
+
+
+def checked_number(number: str) -> str:
+    if not _E164.fullmatch(number):
+        raise ValueError(f"refusing a number that is not E.164: {number!r}")
+    return number
+
+
+class AriPjsipTransport:
+    """SIP MESSAGE to the trunk through ARI `PUT /endpoints/sendMessage`."""
+
+    name = "ari-pjsip"
+
+    def __init__(self, ari: AriClient, trunk_endpoint: str, trunk_host: str,
+                 trunk_port: int) -> None:
+        self._ari = ari
+        self._trunk = trunk_endpoint
+        self._host = trunk_host
+        self._port = trunk_port
+
+    async def send(self, sms: OutgoingSms) -> SendResult:
+        try:
+            to = checked_number(sms.to_number)
+            from_ = checked_number(sms.from_number)
+        except ValueError as exc:
+            return SendResult("failed", str(exc))
+        uri = f"pjsip:{self._trunk}/sip:{to}@{self._host}:{self._port}"
+        try:
+            # One readable line on the gateway console (`asterisk -rvvv`):
+            # "Setting global variable 'AMIVONO_SMS' to 'message 7 ...'".
+            await self._ari.set_global(
+                "AMIVONO_SMS",
+                f"message {sms.message_id} attempt {sms.attempt_id}: SMS to {to} "
+                f"via {self._trunk}")
+            await self._ari.send_message(
+                uri, f"sip:{from_}@{self._host}", sms.body,
+                {"X-Amivono-Message-Id": str(sms.message_id)})
+        except AriError as exc:
+            return SendResult("failed", str(exc))
+        return SendResult("sent", f"handed to Asterisk for {uri}")
+
+    async def close(self) -> None:
+        await self._ari.close()

@@ -1,0 +1,20 @@
+-- name: create_key^
+INSERT INTO api_keys (account_id, key_hash, prefix)
+VALUES (:account_id, :key_hash, :prefix)
+RETURNING id;
+
+-- name: account_for_key^
+-- The account a live key belongs to, with its rate limit (NULL: the default).
+SELECT a.id AS account_id, a.name, a.rate_limit_per_hour
+FROM api_keys k JOIN accounts a ON a.id = k.account_id
+WHERE k.key_hash = :key_hash AND k.revoked_at IS NULL;
+
+-- name: list_keys
+SELECT k.id, a.name AS account, k.prefix, k.created_at, k.revoked_at
+FROM api_keys k JOIN accounts a ON a.id = k.account_id
+ORDER BY k.id;
+
+-- name: revoke_key^
+UPDATE api_keys SET revoked_at = now()
+WHERE id = :id AND revoked_at IS NULL
+RETURNING id;

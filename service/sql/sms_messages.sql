@@ -1,0 +1,118 @@
+-- Every statement on sms_messages: the API's, the link's and the queue's.
+
+-- name: create$
+INSERT INTO sms_messages (account_id, from_number, to_number, text, body, encoding,
+                          segments, repeat_total, repeat_interval, link_token, due_at)
+VALUES (:account_id, :from_number, :to_number, :text, :body, :encoding,
+        :segments, :repeat_total, :repeat_interval, :link_token, now())
+RETURNING id;
+
+-- name: get^
+SELECT * FROM sms_message_view WHERE id = :id AND account_id = :account_id;
+
+-- name: list_page
+-- Newest first; keyset pagination on id (stable while new messages arrive).
+SELECT * FROM sms_message_view
+WHERE account_id = :account_id AND id < :before_id
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: cancel^
+-- Cancels the sends still to come. A send in flight finishes; its lease keeps
+-- due_at so a dead dispatcher's attempt is still closed by the next claim.
+UPDATE sms_messages
+SET canceled_at = now(), updated_at = now(),
+    due_at = CASE WHEN lease_attempt_id IS NULL THEN NULL ELSE due_at END
+WHERE id = :id AND account_id = :account_id
+  AND canceled_at IS NULL AND clicked_at IS NULL AND failed_at IS NULL
+  AND sent_count < repeat_total
+RETURNING id;
+
+-- name: record_click^
+-- The first click stops the sends still to come; later clicks change nothing.
+UPDATE sms_messages
+SET clicked_at = coalesce(clicked_at, now()),
+    updated_at = CASE WHEN clicked_at IS NULL THEN now() ELSE updated_at END,
+    due_at = CASE WHEN lease_attempt_id IS NULL THEN NULL ELSE due_at END
+WHERE link_token = :token
+RETURNING id, clicked_at;
+
+-- name: link_exists$
+SELECT 1 FROM sms_messages WHERE link_token = :token;
+
+-- name: claim_due_sends
+-- Takes up to :limit due sends for one dispatcher in one statement. Rows
+-- locked by another dispatcher's claim are skipped, never waited for. A row
+-- whose previous lease ran out closes that attempt as 'unknown' (the SMS may
+-- have gone out) before it is sent again. Rows stopped meanwhile (canceled,
+-- clicked) just leave the queue: they come back with attempt_id NULL.
+WITH due AS (
+    SELECT id, lease_attempt_id, sent_count, repeat_total,
+           canceled_at, clicked_at, failed_at
+    FROM sms_messages
+    WHERE due_at <= now()
+    ORDER BY due_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+),
+abandoned AS (
+    UPDATE sms_attempts a
+    SET finished_at = clock_timestamp(), outcome = 'unknown',
+        detail = 'lease expired before the dispatcher finished: the SMS may have been sent'
+    FROM due
+    WHERE a.id = due.lease_attempt_id AND a.finished_at IS NULL
+    RETURNING a.id
+),
+attempts AS (
+    INSERT INTO sms_attempts (message_id, send_number, dispatcher, transport)
+    SELECT id, sent_count + 1, :dispatcher, :transport
+    FROM due
+    WHERE canceled_at IS NULL AND clicked_at IS NULL AND failed_at IS NULL
+      AND sent_count < repeat_total
+    RETURNING id, message_id, send_number
+)
+UPDATE sms_messages m
+SET lease_attempt_id = attempts.id,
+    due_at = CASE WHEN attempts.id IS NULL THEN NULL
+                  ELSE now() + make_interval(secs => :lease_seconds) END,
+    updated_at = now()
+FROM due LEFT JOIN attempts ON attempts.message_id = due.id
+WHERE m.id = due.id
+RETURNING m.id, m.account_id, m.from_number, m.to_number, m.body,
+          attempts.id AS attempt_id, attempts.send_number;
+
+-- name: finish_send^
+-- Records the outcome of an attempt and schedules what comes next: the next
+-- repeat after repeat_interval (minutes of :minute_seconds each), a retry
+-- with backoff after a failure, or nothing. A dispatcher whose lease was
+-- taken over only closes its attempt: the message belongs to the new holder.
+WITH finished AS (
+    UPDATE sms_attempts
+    SET finished_at = clock_timestamp(), outcome = :outcome, detail = :detail
+    WHERE id = :attempt_id AND finished_at IS NULL
+    RETURNING id, message_id, outcome
+)
+UPDATE sms_messages m
+SET sent_count = m.sent_count + (f.outcome = 'sent')::int,
+    last_sent_at = CASE WHEN f.outcome = 'sent' THEN now() ELSE m.last_sent_at END,
+    failures = CASE WHEN f.outcome = 'sent' THEN 0 ELSE m.failures + 1 END,
+    failed_at = CASE WHEN f.outcome <> 'sent' AND m.failures + 1 >= :max_failures
+                     THEN now() ELSE m.failed_at END,
+    lease_attempt_id = NULL,
+    due_at = CASE
+        WHEN m.canceled_at IS NOT NULL OR m.clicked_at IS NOT NULL THEN NULL
+        WHEN f.outcome = 'sent' AND m.sent_count + 1 >= m.repeat_total THEN NULL
+        WHEN f.outcome = 'sent'
+            THEN now() + make_interval(secs => m.repeat_interval * :minute_seconds)
+        WHEN m.failures + 1 >= :max_failures THEN NULL
+        ELSE now() + make_interval(secs => least(300, :retry_seconds * power(2, m.failures)))
+    END,
+    updated_at = now()
+FROM finished f
+WHERE m.id = f.message_id AND m.lease_attempt_id = f.id
+RETURNING m.id, m.due_at;
+
+-- name: seconds_until_due$
+-- How long the dispatcher may sleep: until the next due send or lease expiry.
+SELECT extract(epoch FROM min(due_at) - now())::float8
+FROM sms_messages WHERE due_at IS NOT NULL;
