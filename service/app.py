@@ -94,7 +94,8 @@ async def create_sms(request: Request, account: Account) -> Response:
             location = sms_messages.message_url(settings, message_id)
             if key is not None:
                 await idempotency.store(
-                    conn, account.id, key, idempotency.StoredResponse(201, out, location))
+                    conn, account.id, key, idempotency.StoredResponse(201, out, location)
+                )
     except BaseException:
         if key is not None:
             await idempotency.release(state.pool, account.id, key)
@@ -117,8 +118,15 @@ def _int_query(request: Request, name: str, default: int, low: int, high: int) -
     if raw is None:
         return default
     if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
-        raise ApiError(422, "Validation Failed", [FieldError(
-            SMS_RESOURCE, name, "invalid", f"{name} must be an integer from {low} to {high}")])
+        raise ApiError(
+            422,
+            "Validation Failed",
+            [
+                FieldError(
+                    SMS_RESOURCE, name, "invalid", f"{name} must be an integer from {low} to {high}"
+                )
+            ],
+        )
     return int(raw)
 
 
@@ -128,7 +136,8 @@ async def list_sms(request: Request, account: Account) -> Response:
     per_page = _int_query(request, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
     before = _int_query(request, "before", 2**62, 1, 2**62)
     rows = await queries.sms_messages.list_page(
-        state.pool, account_id=account.id, before_id=before, limit=per_page)
+        state.pool, account_id=account.id, before_id=before, limit=per_page
+    )
     items = [sms_messages.render(r, settings) for r in rows]
     base = f"{settings.public_base_url.rstrip('/')}/messages/sms"
     links = [f'<{base}?{urlencode({"per_page": per_page})}>; rel="first"']

@@ -38,22 +38,27 @@ class AriError(Exception):
 
 
 class AriClient:
-    def __init__(self, base_url: str, user: str, password: str, app: str,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, user: str, password: str, app: str, timeout: float = 10.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.app = app
         self._auth = (user, password)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, auth=self._auth, timeout=timeout,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+            base_url=self.base_url,
+            auth=self._auth,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
         self.connected = asyncio.Event()
         self.reconnects = 0
 
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                      json_body: Any = None) -> Any:
+    async def request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None
+    ) -> Any:
         try:
             response = await self._http.request(method, path, params=params, json=json_body)
         except httpx.HTTPError as exc:
@@ -68,18 +73,20 @@ class AriClient:
             return None
         return response.json()
 
-    async def send_message(self, to: str, from_: str, body: str,
-                           variables: dict[str, str] | None = None) -> None:
+    async def send_message(
+        self, to: str, from_: str, body: str, variables: dict[str, str] | None = None
+    ) -> None:
         """PUT /endpoints/sendMessage: Asterisk accepts it with 202 and sends
         the SIP MESSAGE on its own; the far end's answer is not reported."""
         await self.request(
-            "PUT", "/endpoints/sendMessage",
+            "PUT",
+            "/endpoints/sendMessage",
             params={"to": to, "from": from_, "body": body},
-            json_body={"variables": variables or {}})
+            json_body={"variables": variables or {}},
+        )
 
     async def set_global(self, name: str, value: str) -> None:
-        await self.request("POST", "/asterisk/variable",
-                           params={"variable": name, "value": value})
+        await self.request("POST", "/asterisk/variable", params={"variable": name, "value": value})
 
     async def info(self) -> Any:
         return await self.request("GET", "/asterisk/info")
@@ -88,16 +95,20 @@ class AriClient:
         url = self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         return f"{url}/events?app={self.app}&subscribeAll=false"
 
-    async def run_events(self, handler: EventHandler, stop: asyncio.Event,
-                         max_backoff: float = 10.0) -> None:
+    async def run_events(
+        self, handler: EventHandler, stop: asyncio.Event, max_backoff: float = 10.0
+    ) -> None:
         """Keep the event WebSocket open until `stop`, reconnecting with backoff."""
         token = base64.b64encode(f"{self._auth[0]}:{self._auth[1]}".encode()).decode()
         backoff = 0.2
         while not stop.is_set():
             try:
                 async with websockets.connect(
-                    self._events_url(), additional_headers={"Authorization": f"Basic {token}"},
-                    open_timeout=5, ping_interval=10, ping_timeout=10,
+                    self._events_url(),
+                    additional_headers={"Authorization": f"Basic {token}"},
+                    open_timeout=5,
+                    ping_interval=10,
+                    ping_timeout=10,
                 ) as ws:
                     self.connected.set()
                     backoff = 0.2

@@ -37,11 +37,17 @@ class Runtime:
 
     @classmethod
     def install(cls) -> Runtime:
-        out = subprocess.run(
-            ["bash", str(PROJECT_DIR / "asterisk" / "install.sh")],
-            check=True, capture_output=True, text=True,
-            env={**os.environ},
-        ).stdout.strip().splitlines()[-1]
+        out = (
+            subprocess.run(
+                ["bash", str(PROJECT_DIR / "asterisk" / "install.sh")],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ},
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         kind, _, root = out.partition(" ")
         return cls(root if kind == "chroot" else "")
 
@@ -54,9 +60,11 @@ class Runtime:
         return [*base, "/usr/sbin/asterisk", *args]
 
     def moddir(self) -> str:
-        for candidate in ("/usr/lib/x86_64-linux-gnu/asterisk/modules",
-                          "/usr/lib/aarch64-linux-gnu/asterisk/modules",
-                          "/usr/lib/asterisk/modules"):
+        for candidate in (
+            "/usr/lib/x86_64-linux-gnu/asterisk/modules",
+            "/usr/lib/aarch64-linux-gnu/asterisk/modules",
+            "/usr/lib/asterisk/modules",
+        ):
             if self.outside(candidate).is_dir():
                 return candidate
         found = sorted(self.outside("/usr/lib").glob("**/asterisk/modules"))
@@ -66,8 +74,7 @@ class Runtime:
 
     def mount_proc(self) -> None:
         if self.root and not self.outside("/proc/self").exists():
-            subprocess.run(["mount", "-t", "proc", "proc", str(self.outside("/proc"))],
-                           check=True)
+            subprocess.run(["mount", "-t", "proc", "proc", str(self.outside("/proc"))], check=True)
 
 
 def instance_values(name: str, settings: Settings, runtime: Runtime) -> dict[str, str]:
@@ -88,11 +95,21 @@ def instance_values(name: str, settings: Settings, runtime: Runtime) -> dict[str
         "gateway_sip_port": str(settings.sip_port),
     }
     if name == "gateway":
-        ports = {"sip_port": settings.sip_port, "http_port": settings.http_port,
-                 "ami_port": settings.ami_port, "rtp_start": 20000, "rtp_end": 20999}
+        ports = {
+            "sip_port": settings.sip_port,
+            "http_port": settings.http_port,
+            "ami_port": settings.ami_port,
+            "rtp_start": 20000,
+            "rtp_end": 20999,
+        }
     else:
-        ports = {"sip_port": settings.trunk_port, "http_port": settings.carrier_http_port,
-                 "ami_port": settings.carrier_ami_port, "rtp_start": 21000, "rtp_end": 21999}
+        ports = {
+            "sip_port": settings.trunk_port,
+            "http_port": settings.carrier_http_port,
+            "ami_port": settings.carrier_ami_port,
+            "rtp_start": 21000,
+            "rtp_end": 21999,
+        }
     return {**common, **{k: str(v) for k, v in ports.items()}}
 
 
@@ -130,15 +147,19 @@ class Instance:
         for path in sorted((TEMPLATES / self.name).glob("*.conf")):
             (etc / path.name).write_text(render(path.read_text(), values))
         (etc / "extensions.conf").write_text(
-            render((DIALPLANS / f"{self.name}.conf").read_text(), values))
-        # The carrier's dialplan appends to this log, and FILE() only appends
-        # to a file that exists.
-        (self.dir / "spool" / "sms-received.log").touch()
+            render((DIALPLANS / f"{self.name}.conf").read_text(), values)
+        )
+        # The carrier's dialplan appends to this log (FILE() only appends to a
+        # file that exists); it holds what the phones got since this start.
+        (self.dir / "spool" / "sms-received.log").write_text("")
 
     def cli(self, command: str, timeout: float = 10.0) -> str:
         out = subprocess.run(
             self.runtime.command("-C", self.conf, "-rx", command),
-            capture_output=True, text=True, timeout=timeout)
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if out.returncode != 0:
             raise SandboxError(f"{self.name}: '{command}' failed: {out.stderr or out.stdout}")
         return out.stdout
@@ -168,8 +189,12 @@ class Instance:
         self.runtime.mount_proc()
         shutil.rmtree(self.dir / "run", ignore_errors=True)
         (self.dir / "run").mkdir(parents=True)
-        subprocess.run(self.runtime.command("-C", self.conf), check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            self.runtime.command("-C", self.conf),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

@@ -36,11 +36,13 @@ def received_sms(carrier: Instance) -> list[dict[str, Any]]:
         if len(parts) != 5:
             continue
         when, sender, recipient, body, message_id = parts
-        out.append({
-            "time": when,
-            "from": _user(_decode(sender)),
-            "to": _user(_decode(recipient)),
-            "body": _decode(body),
-            "message_id": _decode(message_id) or None,
-        })
+        out.append(
+            {
+                "time": when,
+                "from": _user(_decode(sender)),
+                "to": _user(_decode(recipient)),
+                "body": _decode(body),
+                "message_id": _decode(message_id) or None,
+            }
+        )
     return out

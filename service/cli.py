@@ -25,6 +25,8 @@ def _logging() -> None:
         level=os.environ.get("AMIVONO_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per ARI request drowns the dispatcher's own lines.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _stop_event() -> asyncio.Event:
@@ -43,10 +45,10 @@ def _transport(settings: Settings):  # -> SmsTransport
     if settings.sms_transport != "ari":
         raise SystemExit(f"unknown AMIVONO_SMS_TRANSPORT {settings.sms_transport!r}")
     name = settings.dispatcher_name or default_name()
-    ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
-                    f"{settings.ari_app}-{name}")
-    return AriPjsipTransport(ari, settings.trunk_endpoint, settings.trunk_host,
-                             settings.trunk_port)
+    ari = AriClient(
+        settings.ari_url, settings.ari_user, settings.ari_password, f"{settings.ari_app}-{name}"
+    )
+    return AriPjsipTransport(ari, settings.trunk_endpoint, settings.trunk_host, settings.trunk_port)
 
 
 async def _dispatcher(settings: Settings, stop: asyncio.Event) -> None:
@@ -63,8 +65,13 @@ def _server(settings: Settings) -> uvicorn.Server:
     from .app import create_app
 
     config = uvicorn.Config(
-        create_app(settings), host=settings.api_host, port=settings.api_port,
-        log_level="warning", access_log=False, lifespan="on")
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
     return uvicorn.Server(config)
 
 
@@ -79,7 +86,8 @@ async def _run_all(settings: Settings, api: bool, dispatcher: bool) -> None:
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         tasks.append(asyncio.create_task(server.serve()))
         logging.getLogger("amivono").info(
-            "API listening on http://%s:%s", settings.api_host, settings.api_port)
+            "API listening on http://%s:%s", settings.api_host, settings.api_port
+        )
     if dispatcher:
         tasks.append(asyncio.create_task(_dispatcher(settings, stop)))
     await stop.wait()
@@ -129,7 +137,8 @@ def cmd_keys_rate_limit(args: argparse.Namespace) -> None:
         pool = await database.create_pool(settings.database_url, min_size=1, max_size=1)
         try:
             row = await queries.accounts.set_rate_limit(
-                pool, name=args.account, rate_limit_per_hour=args.per_hour)
+                pool, name=args.account, rate_limit_per_hour=args.per_hour
+            )
         finally:
             await pool.close()
         if row is None:
@@ -186,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_migrate)
 
     keys = sub.add_parser("keys", help="API keys and accounts").add_subparsers(
-        dest="keys_command", required=True)
+        dest="keys_command", required=True
+    )
     p = keys.add_parser("create", help="create ACCOUNT if needed and print a new key")
     p.add_argument("account")
     p.set_defaults(func=cmd_keys_create)
@@ -201,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_asterisk)
 
     carrier = sub.add_parser("carrier", help="the carrier simulator").add_subparsers(
-        dest="carrier_command", required=True)
+        dest="carrier_command", required=True
+    )
     p = carrier.add_parser("messages", help="every SMS the carrier received, as JSON lines")
     p.set_defaults(func=cmd_carrier_messages)
 

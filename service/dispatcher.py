@@ -26,7 +26,6 @@ from .sms_transports import OutgoingSms, SendResult, SmsTransport
 
 log = logging.getLogger(__name__)
 
-RETRY_BASE_SECONDS = 5.0
 PURGE_EVERY_SECONDS = 600.0
 
 
@@ -67,7 +66,8 @@ class Dispatcher:
         s = self.settings
         await database.migrate(s.database_url)
         self.pool = await database.create_pool(
-            s.database_url, min_size=2, max_size=max(4, s.sms_concurrency // 4))
+            s.database_url, min_size=2, max_size=max(4, s.sms_concurrency // 4)
+        )
         listener = DueListener(s.database_url, self._wake)
         log.info("dispatcher %s started (transport %s)", self.name, self.transport.name)
         last_purge = 0.0
@@ -88,8 +88,9 @@ class Dispatcher:
                 await self._sleep(stop)
         finally:
             if self._in_flight:
-                log.info("dispatcher %s: finishing %d sends in flight",
-                         self.name, len(self._in_flight))
+                log.info(
+                    "dispatcher %s: finishing %d sends in flight", self.name, len(self._in_flight)
+                )
                 await asyncio.gather(*self._in_flight, return_exceptions=True)
             await listener.close()
             await self.pool.close()
@@ -120,8 +121,12 @@ class Dispatcher:
         assert self.pool is not None
         try:
             rows = await queries.sms_messages.claim_due_sends(
-                self.pool, limit=limit, dispatcher=self.name, transport=self.transport.name,
-                lease_seconds=float(self.settings.lease_seconds))
+                self.pool,
+                limit=limit,
+                dispatcher=self.name,
+                transport=self.transport.name,
+                lease_seconds=float(self.settings.lease_seconds),
+            )
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("claim failed: %s", exc)
             await asyncio.sleep(1.0)
@@ -129,8 +134,9 @@ class Dispatcher:
         for row in rows:
             if row["attempt_id"] is None:
                 continue  # stopped while leased: it only left the queue
-            sms = OutgoingSms(row["id"], row["attempt_id"], row["from_number"],
-                              row["to_number"], row["body"])
+            sms = OutgoingSms(
+                row["id"], row["attempt_id"], row["from_number"], row["to_number"], row["body"]
+            )
             task = asyncio.create_task(self._send(sms), name=f"sms-{sms.message_id}")
             self._in_flight.add(task)
             task.add_done_callback(self._done)
@@ -145,11 +151,16 @@ class Dispatcher:
         try:
             result = await self.transport.send(sms)
         except Exception as exc:  # a transport bug must not kill the dispatcher
-            log.exception("transport %s failed on message %s", self.transport.name,
-                          sms.message_id)
+            log.exception("transport %s failed on message %s", self.transport.name, sms.message_id)
             result = SendResult("failed", f"transport error: {type(exc).__name__}: {exc}")
-        log.info("message %s attempt %s to %s: %s (%s)", sms.message_id, sms.attempt_id,
-                 sms.to_number, result.outcome, result.detail)
+        log.info(
+            "message %s attempt %s to %s: %s (%s)",
+            sms.message_id,
+            sms.attempt_id,
+            sms.to_number,
+            result.outcome,
+            result.detail,
+        )
         await self._finish(sms, result)
 
     async def _finish(self, sms: OutgoingSms, result: SendResult) -> None:
@@ -158,10 +169,14 @@ class Dispatcher:
             await asyncio.sleep(delay)
             try:
                 await queries.sms_messages.finish_send(
-                    self.pool, attempt_id=sms.attempt_id, outcome=result.outcome,
-                    detail=result.detail, max_failures=self.settings.sms_max_failures,
+                    self.pool,
+                    attempt_id=sms.attempt_id,
+                    outcome=result.outcome,
+                    detail=result.detail,
+                    max_failures=self.settings.sms_max_failures,
                     minute_seconds=float(self.settings.minute_seconds),
-                    retry_seconds=RETRY_BASE_SECONDS)
+                    retry_seconds=float(self.settings.sms_retry_seconds),
+                )
                 return
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("recording attempt %s failed: %s", sms.attempt_id, exc)

@@ -1,7 +1,7 @@
 """Errors the API returns, as JSON in the style the spec's API imitates.
 
-    {"message": "Validation Failed",
-     "errors": [{"resource": "Sms", "field": "to", "code": "invalid", "message": "..."}]}
+{"message": "Validation Failed",
+ "errors": [{"resource": "Sms", "field": "to", "code": "invalid", "message": "..."}]}
 """
 
 from __future__ import annotations

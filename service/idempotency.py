@@ -37,29 +37,46 @@ def request_hash(method: str, path: str, body: Any) -> bytes:
 
 def check_key(key: str, resource: str) -> None:
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
-        raise validation_failed([FieldError(
-            resource, HEADER, "invalid",
-            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")])
+        raise validation_failed(
+            [
+                FieldError(
+                    resource,
+                    HEADER,
+                    "invalid",
+                    f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters",
+                )
+            ]
+        )
 
 
-async def reserve(pool: asyncpg.Pool, account_id: int, key: str, digest: bytes,
-                  resource: str) -> StoredResponse | None:
+async def reserve(
+    pool: asyncpg.Pool, account_id: int, key: str, digest: bytes, resource: str
+) -> StoredResponse | None:
     """Take the key, or return the stored response to replay; raise on conflicts."""
     taken = await queries.idempotency_keys.reserve_key(
-        pool, account_id=account_id, key=key, request_hash=digest)
+        pool, account_id=account_id, key=key, request_hash=digest
+    )
     if taken is not None:
         return None
     row = await queries.idempotency_keys.get_key(pool, account_id=account_id, key=key)
     if row is None:  # expired and purged between the two statements: try once more
         taken = await queries.idempotency_keys.reserve_key(
-            pool, account_id=account_id, key=key, request_hash=digest)
+            pool, account_id=account_id, key=key, request_hash=digest
+        )
         if taken is not None:
             return None
         raise ApiError(409, f"A request with this {HEADER} is still in progress")
     if bytes(row["request_hash"]) != digest:
-        raise validation_failed([FieldError(
-            resource, HEADER, "invalid",
-            f"this {HEADER} was already used with a different request body")])
+        raise validation_failed(
+            [
+                FieldError(
+                    resource,
+                    HEADER,
+                    "invalid",
+                    f"this {HEADER} was already used with a different request body",
+                )
+            ]
+        )
     if row["response_status"] is None:
         raise ApiError(409, f"A request with this {HEADER} is still in progress; retry later")
     body = row["response_body"]
@@ -68,11 +85,17 @@ async def reserve(pool: asyncpg.Pool, account_id: int, key: str, digest: bytes,
     return StoredResponse(row["response_status"], body, row["response_location"])
 
 
-async def store(conn: asyncpg.Connection, account_id: int, key: str,
-                response: StoredResponse) -> None:
+async def store(
+    conn: asyncpg.Connection, account_id: int, key: str, response: StoredResponse
+) -> None:
     await queries.idempotency_keys.store_response(
-        conn, account_id=account_id, key=key, status=response.status,
-        body=json.dumps(response.body), location=response.location)
+        conn,
+        account_id=account_id,
+        key=key,
+        status=response.status,
+        body=json.dumps(response.body),
+        location=response.location,
+    )
 
 
 async def release(pool: asyncpg.Pool, account_id: int, key: str) -> None:

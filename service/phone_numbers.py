@@ -24,9 +24,7 @@ def parse_e164(value: object) -> str:
     if not isinstance(value, str):
         raise InvalidNumber("must be a string in E.164 form, like +46736265400")
     if not _E164_SHAPE.fullmatch(value):
-        raise InvalidNumber(
-            "must be in E.164 form: '+' then 2 to 15 ASCII digits, nothing else"
-        )
+        raise InvalidNumber("must be in E.164 form: '+' then 2 to 15 ASCII digits, nothing else")
     try:
         parsed = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException as exc:

@@ -46,8 +46,7 @@ async def count_request(pool: asyncpg.Pool, account: Account, default_limit: int
     if rate.exceeded:
         raise ApiError(
             429,
-            f"API rate limit exceeded for account {account.name!r}: "
-            f"{limit} requests per hour",
+            f"API rate limit exceeded for account {account.name!r}: {limit} requests per hour",
             headers={**rate.headers(), "Retry-After": str(rate.reset_in)},
         )
     return rate

@@ -63,6 +63,10 @@ class Settings:
     sms_max_failures: int = field(
         default=5, metadata={"doc": "Consecutive failed attempts before a message is failed."}
     )
+    sms_retry_seconds: float = field(
+        default=5.0,
+        metadata={"doc": "First retry delay after a failed attempt; doubles, at most 300 s."},
+    )
     sms_transport: str = field(
         default="ari", metadata={"doc": "SMS transport: `ari` (PJSIP MESSAGE via ARI)."}
     )

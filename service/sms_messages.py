@@ -25,8 +25,9 @@ def message_url(settings: Settings, message_id: int) -> str:
     return f"{settings.public_base_url.rstrip('/')}/messages/sms/{message_id}"
 
 
-async def create(conn: asyncpg.Connection, account_id: int, req: SmsRequest,
-                 settings: Settings) -> int:
+async def create(
+    conn: asyncpg.Connection, account_id: int, req: SmsRequest, settings: Settings
+) -> int:
     token = new_token() if req.tracked else None
     body = f"{req.text} {link_for(settings.link_base_url, token)}" if token else req.text
     measured = sms_text.measure(body)
@@ -45,8 +46,9 @@ async def create(conn: asyncpg.Connection, account_id: int, req: SmsRequest,
     )
 
 
-def render(row: asyncpg.Record, settings: Settings,
-           attempts: list[asyncpg.Record] | None = None) -> dict[str, Any]:
+def render(
+    row: asyncpg.Record, settings: Settings, attempts: list[asyncpg.Record] | None = None
+) -> dict[str, Any]:
     """The JSON a client sees: the spec's fields first, then ours."""
     to_come = 0
     if row["status"] in ("queued", "sending", "scheduled"):
@@ -88,8 +90,9 @@ def render(row: asyncpg.Record, settings: Settings,
     return out
 
 
-async def load(conn: asyncpg.Connection, account_id: int, message_id: int,
-               settings: Settings) -> dict[str, Any] | None:
+async def load(
+    conn: asyncpg.Connection, account_id: int, message_id: int, settings: Settings
+) -> dict[str, Any] | None:
     row = await queries.sms_messages.get(conn, id=message_id, account_id=account_id)
     if row is None:
         return None

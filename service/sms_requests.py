@@ -25,8 +25,9 @@ class SmsRequest:
     tracked: bool  # `repeat` was given: the message carries a tracked link
 
 
-def _int_field(body: dict[str, Any], name: str, low: int, high: int,
-               errors: list[FieldError]) -> int | None:
+def _int_field(
+    body: dict[str, Any], name: str, low: int, high: int, errors: list[FieldError]
+) -> int | None:
     value = body.get(name)
     if value is None:
         return None
@@ -34,8 +35,9 @@ def _int_field(body: dict[str, Any], name: str, low: int, high: int,
         errors.append(FieldError(RESOURCE, name, "invalid", f"{name} must be an integer"))
         return None
     if not low <= value <= high:
-        errors.append(FieldError(
-            RESOURCE, name, "out_of_range", f"{name} must be between {low} and {high}"))
+        errors.append(
+            FieldError(RESOURCE, name, "out_of_range", f"{name} must be between {low} and {high}")
+        )
         return None
     return value
 
@@ -48,14 +50,20 @@ def link_cost(settings: Settings, encoding: str) -> int:
 
 def parse_sms_request(body: Any, settings: Settings) -> SmsRequest:
     if not isinstance(body, dict):
-        raise validation_failed([FieldError(
-            RESOURCE, "(body)", "invalid", "the body must be a JSON object")])
+        raise validation_failed(
+            [FieldError(RESOURCE, "(body)", "invalid", "the body must be a JSON object")]
+        )
     errors: list[FieldError] = []
     for name in body:
         if name not in FIELDS:
-            errors.append(FieldError(
-                RESOURCE, str(name), "unknown_field",
-                f"unknown field {name!r}; allowed: {', '.join(FIELDS)}"))
+            errors.append(
+                FieldError(
+                    RESOURCE,
+                    str(name),
+                    "unknown_field",
+                    f"unknown field {name!r}; allowed: {', '.join(FIELDS)}",
+                )
+            )
 
     numbers: dict[str, str] = {}
     for name in ("from", "to"):
@@ -70,8 +78,9 @@ def parse_sms_request(body: Any, settings: Settings) -> SmsRequest:
     repeat = _int_field(body, "repeat", 1, settings.max_repeat, errors)
     interval = _int_field(body, "repeat_interval", 1, settings.max_repeat_interval, errors)
     if interval is not None and repeat is None:
-        errors.append(FieldError(
-            RESOURCE, "repeat_interval", "invalid", "repeat_interval needs repeat"))
+        errors.append(
+            FieldError(RESOURCE, "repeat_interval", "invalid", "repeat_interval needs repeat")
+        )
 
     text = body.get("message")
     if text is None:
@@ -91,10 +100,15 @@ def parse_sms_request(body: Any, settings: Settings) -> SmsRequest:
             reason = " with repeat (the tracked link and a space are appended)"
         if measured.units > limit:
             unit = "septets" if measured.encoding == sms_text.GSM7 else "UCS-2 characters"
-            errors.append(FieldError(
-                RESOURCE, "message", "too_long",
-                f"message is {measured.units} {unit} in {measured.encoding}; "
-                f"at most {limit} {unit} allowed{reason}"))
+            errors.append(
+                FieldError(
+                    RESOURCE,
+                    "message",
+                    "too_long",
+                    f"message is {measured.units} {unit} in {measured.encoding}; "
+                    f"at most {limit} {unit} allowed{reason}",
+                )
+            )
 
     if errors:
         raise validation_failed(errors)

@@ -48,8 +48,9 @@ class AriPjsipTransport:
 
     name = "ari-pjsip"
 
-    def __init__(self, ari: AriClient, trunk_endpoint: str, trunk_host: str,
-                 trunk_port: int) -> None:
+    def __init__(
+        self, ari: AriClient, trunk_endpoint: str, trunk_host: str, trunk_port: int
+    ) -> None:
         self._ari = ari
         self._trunk = trunk_endpoint
         self._host = trunk_host
@@ -67,11 +68,14 @@ class AriPjsipTransport:
             # "Setting global variable 'AMIVONO_SMS' to 'message 7 ...'".
             await self._ari.set_global(
                 "AMIVONO_SMS",
-                f"message {sms.message_id} attempt {sms.attempt_id}: SMS to {to} "
-                f"via {self._trunk}")
+                f"message {sms.message_id} attempt {sms.attempt_id}: SMS to {to} via {self._trunk}",
+            )
             await self._ari.send_message(
-                uri, f"sip:{from_}@{self._host}", sms.body,
-                {"X-Amivono-Message-Id": str(sms.message_id)})
+                uri,
+                f"sip:{from_}@{self._host}",
+                sms.body,
+                {"X-Amivono-Message-Id": str(sms.message_id)},
+            )
         except AriError as exc:
             return SendResult("failed", str(exc))
         return SendResult("sent", f"handed to Asterisk for {uri}")

@@ -1,0 +1,56 @@
+"""A TCP proxy that delays or swallows traffic: a slow or hung Asterisk as
+the network shows it, with the real Asterisk behind it."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class DelayProxy:
+    def __init__(self, target_port: int, delay: float | None) -> None:
+        """delay: seconds each client chunk is held before it is forwarded;
+        None holds everything forever (the peer never answers)."""
+        self.target_port = target_port
+        self.delay = delay
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server:
+            self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            if self.delay is None:
+                await asyncio.Event().wait()
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+            async def pump(
+                src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay: float
+            ) -> None:
+                while data := await src.read(65536):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    dst.write(data)
+                    await dst.drain()
+                dst.close()
+
+            await asyncio.gather(pump(reader, up_writer, self.delay), pump(up_reader, writer, 0.0))
+        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
