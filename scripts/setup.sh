@@ -56,8 +56,11 @@ fi
 stamp=".venv/.amivono-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   say "installing Python packages"
-  .venv/bin/pip install -q --upgrade pip >&2
-  .venv/bin/pip install -q -e '.[test]' >&2
+  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test]'; } \
+      >.venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    exit 1
+  fi
   rm -f .venv/.amivono-*
   touch "$stamp"
 fi

@@ -69,13 +69,21 @@ class Dispatcher:
             s.database_url, min_size=2, max_size=max(4, s.sms_concurrency // 4)
         )
         listener = DueListener(s.database_url, self._wake)
+        transport_stop = asyncio.Event()
+        transport_task = asyncio.create_task(self.transport.run(transport_stop))
         log.info("dispatcher %s started (transport %s)", self.name, self.transport.name)
         last_purge = 0.0
+        was_ready = False
         try:
             while not stop.is_set():
                 await listener.ensure()
                 self._wake.clear()
-                free = s.sms_concurrency - len(self._in_flight)
+                ready = self.transport.ready()
+                if ready != was_ready:
+                    log.warning("transport %s %s", self.transport.name,
+                                "connected: sending" if ready else "disconnected: holding sends")
+                    was_ready = ready
+                free = s.sms_concurrency - len(self._in_flight) if ready else 0
                 claimed = 0
                 if free > 0:
                     claimed = await self._claim(free)
@@ -92,6 +100,8 @@ class Dispatcher:
                     "dispatcher %s: finishing %d sends in flight", self.name, len(self._in_flight)
                 )
                 await asyncio.gather(*self._in_flight, return_exceptions=True)
+            transport_stop.set()
+            await asyncio.gather(transport_task, return_exceptions=True)
             await listener.close()
             await self.pool.close()
             log.info("dispatcher %s stopped", self.name)
@@ -105,6 +115,8 @@ class Dispatcher:
 
     async def _sleep(self, stop: asyncio.Event) -> None:
         timeout = self.settings.poll_seconds
+        if not self.transport.ready():
+            timeout = min(timeout, 0.2)
         until_due = await self._quietly(queries.sms_messages.seconds_until_due(self.pool))
         if isinstance(until_due, float):
             timeout = max(0.0, min(timeout, until_due + 0.005))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import asyncpg
 
@@ -54,13 +55,31 @@ class DueListener:
     """LISTENs on a dedicated connection (never a pooled one) and sets `wake`
     on every signal. `ensure()` reconnects a lost connection."""
 
+    CHECK_EVERY = 5.0  # seconds between liveness checks of the LISTEN connection
+
     def __init__(self, dsn: str, wake: asyncio.Event) -> None:
         self._dsn = dsn
         self._wake = wake
         self._conn: asyncpg.Connection | None = None
+        self._checked = 0.0
+
+    async def _alive(self) -> bool:
+        if self._conn is None or self._conn.is_closed():
+            return False
+        now = time.monotonic()
+        if now - self._checked < self.CHECK_EVERY:
+            return True
+        self._checked = now
+        try:
+            # A half-open TCP connection looks open but delivers nothing.
+            await asyncio.wait_for(self._conn.fetchval("SELECT 1"), 2.0)
+            return True
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self._conn.terminate()
+            return False
 
     async def ensure(self) -> None:
-        if self._conn is not None and not self._conn.is_closed():
+        if await self._alive():
             return
         try:
             self._conn = await asyncpg.connect(self._dsn)

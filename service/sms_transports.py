@@ -3,6 +3,7 @@ each transport turns a validated message into its own protocol's request."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,6 +33,13 @@ class SendResult:
 class SmsTransport(Protocol):
     name: str
 
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep the connection to the telephony side up until `stop`."""
+
+    def ready(self) -> bool:
+        """False while disconnected: the dispatcher then claims nothing, so an
+        Asterisk restart delays sends instead of failing them."""
+
     async def send(self, sms: OutgoingSms) -> SendResult: ...
 
     async def close(self) -> None: ...
@@ -55,6 +63,17 @@ class AriPjsipTransport:
         self._trunk = trunk_endpoint
         self._host = trunk_host
         self._port = trunk_port
+
+    async def run(self, stop: asyncio.Event) -> None:
+        # The event WebSocket is how we know Asterisk is there; it reconnects
+        # with backoff. SMS need no events, so they are dropped.
+        await self._ari.run_events(self._ignore, stop)
+
+    async def _ignore(self, event: dict[str, object]) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return self._ari.connected.is_set()
 
     async def send(self, sms: OutgoingSms) -> SendResult:
         try:

@@ -8,8 +8,10 @@ import asyncio
 
 class DelayProxy:
     def __init__(self, target_port: int, delay: float | None) -> None:
-        """delay: seconds each client chunk is held before it is forwarded;
-        None holds everything forever (the peer never answers)."""
+        """delay: seconds each chunk of a plain HTTP request is held before it
+        is forwarded; None holds them forever (the peer never answers).
+        WebSocket upgrades pass untouched, so the ARI event connection stays
+        up while its REST requests are slow or hang."""
         self.target_port = target_port
         self.delay = delay
         self.connections = 0
@@ -29,14 +31,21 @@ class DelayProxy:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         try:
-            if self.delay is None:
+            first = await reader.read(65536)
+            websocket = b"upgrade: websocket" in first.lower()
+            delay = 0.0 if websocket else self.delay
+            if not websocket:
+                self.connections += 1
+            if delay is None:
                 await asyncio.Event().wait()
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            if delay:
+                await asyncio.sleep(delay)
+            up_writer.write(first)
 
             async def pump(
                 src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay: float

@@ -58,7 +58,7 @@ async def test_two_dispatchers_send_everything_exactly_once(client, auth, pool, 
     procs = [start_dispatcher(n, AMIVONO_SMS_CONCURRENCY="4") for n in names]
     try:
         for p in procs:
-            await wait_for(lambda p=p: "started" in p.log(), 15, what=f"{p.name} up")
+            await wait_for(lambda p=p: "connected: sending" in p.log(), 15, what=f"{p.name} up")
         single = await create(client, auth, 60)
         repeated = await create(client, auth, 10, repeat=3, repeat_interval=1)
         await wait_for(lambda: all_sent(pool, single, 1), 30, what="60 single sends")
@@ -130,7 +130,7 @@ async def test_sigkill_mid_send_loses_nothing(client, auth, pool, carrier):
     )
     heir = None
     try:
-        await wait_for(lambda: "started" in victim.log(), 15, what="victim up")
+        await wait_for(lambda: "connected: sending" in victim.log(), 15, what="victim up")
         [message_id] = await create(client, auth, 1)
         await wait_for(lambda: hung.connections > 0, 10, what="victim mid-send")
         victim.signal(signal.SIGKILL)
@@ -168,7 +168,7 @@ async def test_sigterm_finishes_the_send_in_flight_then_exits(client, auth, pool
     name = f"graceful-{time.time_ns()}"
     proc = start_dispatcher(name, AMIVONO_ARI_URL=f"http://127.0.0.1:{port}/ari")
     try:
-        await wait_for(lambda: "started" in proc.log(), 15, what="dispatcher up")
+        await wait_for(lambda: "connected: sending" in proc.log(), 15, what="dispatcher up")
         [message_id] = await create(client, auth, 1)
         await wait_for(lambda: slow.connections > 0, 10, what="send in flight")
         proc.signal(signal.SIGTERM)
@@ -181,30 +181,51 @@ async def test_sigterm_finishes_the_send_in_flight_then_exits(client, auth, pool
     await wait_for(lambda: arrivals_by_id(carrier).get(str(message_id)) == 1, 5, what="arrival")
 
 
-async def test_unreachable_asterisk_retries_then_fails(client, auth, pool, sandbox):
-    name = f"cut-off-{time.time_ns()}"
-    proc = start_dispatcher(
-        name,
-        AMIVONO_ARI_URL="http://127.0.0.1:9/ari",
-        AMIVONO_SMS_MAX_FAILURES="3",
-        AMIVONO_SMS_RETRY_SECONDS="0.2",
-    )
+async def test_ari_errors_are_retried_with_backoff_then_the_message_fails(
+        client, auth, pool, sandbox):
+    name = f"misconfigured-{time.time_ns()}"
+    proc = start_dispatcher(name, AMIVONO_TRUNK_ENDPOINT="no-such-trunk",
+                            AMIVONO_SMS_MAX_FAILURES="3", AMIVONO_SMS_RETRY_SECONDS="0.2")
     try:
         [message_id] = await create(client, auth, 1)
-        await wait_for(
-            lambda: pool.fetchval(
-                "SELECT status = 'failed' FROM sms_message_view WHERE id = $1", message_id
-            ),
-            20,
-            what="failed",
-        )
+        await wait_for(lambda: pool.fetchval(
+            "SELECT status = 'failed' FROM sms_message_view WHERE id = $1", message_id),
+            20, what="failed")
     finally:
         proc.stop()
     history = await attempts(pool, [message_id])
     assert [r["outcome"] for r in history] == ["failed"] * 3
-    assert all("ARI" in r["detail"] for r in history)
+    assert all("ARI 404: Endpoint not found" in r["detail"] for r in history)
+    gaps = [(b["started_at"] - a["finished_at"]).total_seconds()
+            for a, b in zip(history, history[1:], strict=False)]
+    assert gaps[0] >= 0.15 and gaps[1] >= 0.35  # 0.2 s, then doubled
     response = await client.get(f"/messages/sms/{message_id}", headers=auth)
     assert response.json()["status"] == "failed" and response.json()["next_send_at"] is None
+
+
+async def test_gateway_asterisk_restart_holds_sends_then_reconnects(
+        client, auth, pool, carrier, gateway):
+    name = f"patient-{time.time_ns()}"
+    proc = start_dispatcher(name)
+    try:
+        await wait_for(lambda: "connected: sending" in proc.log(), 15, what="ARI connected")
+        gateway.stop()
+        await wait_for(lambda: "disconnected: holding sends" in proc.log(), 10,
+                       what="dispatcher to notice")
+        [message_id] = await create(client, auth, 1)
+        await asyncio.sleep(1.5)
+        assert await attempts(pool, [message_id]) == []  # held, not failed
+        await asyncio.to_thread(gateway.start)
+        await wait_for(lambda: all_sent(pool, [message_id], 1), 20, what="sent after restart")
+        assert proc.log().count("connected: sending") >= 2
+    finally:
+        proc.stop()
+        if not gateway.running():
+            gateway.start()
+    [attempt] = await attempts(pool, [message_id])
+    assert (attempt["dispatcher"], attempt["outcome"]) == (name, "sent")
+    await wait_for(lambda: arrivals_by_id(carrier).get(str(message_id)) == 1, 5,
+                   what="arrival")
 
 
 async def test_attempts_are_append_only(pool, client, auth):
