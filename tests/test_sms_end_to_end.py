@@ -39,6 +39,8 @@ async def send(client: httpx.AsyncClient, auth: dict[str, str], **changes: Any) 
 async def test_spec_example_repeats_until_the_link_is_clicked(
     client, auth, carrier, gateway, dispatcher
 ):
+    console_log = gateway.dir / "log" / "messages.log"
+    console_start = console_log.stat().st_size
     response = await client.post("/messages/sms", json=SPEC, headers=auth)
     assert response.status_code == 201, response.text
     sms = response.json()
