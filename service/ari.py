@@ -95,10 +95,31 @@ class AriClient:
         url = self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         return f"{url}/events?app={self.app}&subscribeAll=false"
 
-    async def run_events(
-        self, handler: EventHandler, stop: asyncio.Event, max_backoff: float = 10.0
-    ) -> None:
-        """Keep the event WebSocket open until `stop`, reconnecting with backoff."""
+    async def originate(self, *, endpoint: str, channel_id: str, caller_id: str,
+                        timeout: int, app_args: str, formats: str = "ulaw,alaw") -> Any:
+        """POST /channels: the channel enters our Stasis app when answered.
+        A 409 means a channel with this id exists already (placed before)."""
+        return await self.request("POST", "/channels", params={
+            "endpoint": endpoint, "app": self.app, "appArgs": app_args,
+            "callerId": caller_id, "timeout": timeout, "channelId": channel_id,
+            "formats": formats})
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        await self.request("DELETE", f"/channels/{channel_id}", params={"reason": reason})
+
+    async def play(self, channel_id: str, media: str, playback_id: str) -> Any:
+        return await self.request("POST", f"/channels/{channel_id}/play/{playback_id}",
+                                  params={"media": media})
+
+    async def channel_ids(self) -> set[str]:
+        return {c["id"] for c in await self.request("GET", "/channels") or []}
+
+    async def run_events(self, handler: EventHandler, stop: asyncio.Event,
+                         max_backoff: float = 10.0,
+                         on_connect: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Keep the event WebSocket open until `stop`, reconnecting with backoff.
+        Asterisk drops an app's events while it is disconnected: `on_connect`
+        runs after every (re)connection so the caller can reconcile."""
         token = base64.b64encode(f"{self._auth[0]}:{self._auth[1]}".encode()).decode()
         backoff = 0.2
         while not stop.is_set():
@@ -113,6 +134,11 @@ class AriClient:
                     self.connected.set()
                     backoff = 0.2
                     log.info("ARI events connected (app %s)", self.app)
+                    if on_connect is not None:
+                        try:
+                            await on_connect()
+                        except Exception:
+                            log.exception("ARI reconnect handler failed")
                     reader = asyncio.ensure_future(self._read(ws, handler))
                     stopper = asyncio.ensure_future(stop.wait())
                     await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -76,6 +76,17 @@ class Runtime:
         if self.root and not self.outside("/proc/self").exists():
             subprocess.run(["mount", "-t", "proc", "proc", str(self.outside("/proc"))], check=True)
 
+    def share(self, folder: str) -> None:
+        """Make a host folder visible to Asterisk at the same path (a bind
+        mount into the root), so the gateway plays the API's sound files."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        if not self.root:
+            return
+        target = self.outside(folder)
+        target.mkdir(parents=True, exist_ok=True)
+        if str(target) not in Path("/proc/mounts").read_text().split():
+            subprocess.run(["mount", "--bind", folder, str(target)], check=True)
+
 
 def instance_values(name: str, settings: Settings, runtime: Runtime) -> dict[str, str]:
     common = {
@@ -140,7 +151,7 @@ class Instance:
     def write_configs(self) -> None:
         values = instance_values(self.name, self.settings, self.runtime)
         etc = self.dir / "etc"
-        for sub in ("etc", "lib", "spool", "run", "log"):
+        for sub in ("etc", "lib", "spool", "run", "log", "recordings"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         for path in sorted((TEMPLATES / "common").glob("*.conf")):
             (etc / path.name).write_text(render(path.read_text(), values))
@@ -149,9 +160,10 @@ class Instance:
         (etc / "extensions.conf").write_text(
             render((DIALPLANS / f"{self.name}.conf").read_text(), values)
         )
-        # The carrier's dialplan appends to this log (FILE() only appends to a
-        # file that exists); it holds what the phones got since this start.
-        (self.dir / "spool" / "sms-received.log").write_text("")
+        # The carrier's dialplan appends to these logs (FILE() only appends to
+        # a file that exists); they hold what the phones got since this start.
+        for log in ("sms-received.log", "calls.log"):
+            (self.dir / "spool" / log).write_text("")
 
     def cli(self, command: str, timeout: float = 10.0) -> str:
         out = subprocess.run(
@@ -187,6 +199,8 @@ class Instance:
             self.stop()
         self.write_configs()
         self.runtime.mount_proc()
+        if self.name == "gateway":
+            self.runtime.share(self.settings.sounds_dir)
         shutil.rmtree(self.dir / "run", ignore_errors=True)
         (self.dir / "run").mkdir(parents=True)
         subprocess.run(

@@ -46,3 +46,31 @@ def received_sms(carrier: Instance) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def calls_log(carrier: Instance) -> Path:
+    return carrier.dir / "spool" / "calls.log"
+
+
+def received_calls(carrier: Instance) -> list[dict[str, Any]]:
+    """Every call the carrier's phones got, oldest first, with what they heard."""
+    path = calls_log(carrier)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        parts = line.split("|")
+        if len(parts) != 7:
+            continue
+        when, sender, recipient, answered_at, ended_at, recording, cause = parts
+        answered = bool(answered_at)
+        out.append({
+            "time": when,
+            "from": sender,
+            "to": recipient,
+            "answered": answered,
+            "duration": round(float(ended_at) - float(answered_at), 3) if answered else 0.0,
+            "recording": str(carrier.runtime.outside(recording)) if recording else None,
+            "cause": int(cause) if cause.isdigit() else None,
+        })
+    return out

@@ -37,28 +37,25 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-def _transport(settings: Settings):  # -> SmsTransport
+async def _dispatcher(settings: Settings, stop: asyncio.Event) -> None:
     from .ari import AriClient
-    from .dispatcher import default_name
+    from .dispatcher import Dispatcher, default_name
     from .sms_transports import AriPjsipTransport
 
     if settings.sms_transport != "ari":
         raise SystemExit(f"unknown AMIVONO_SMS_TRANSPORT {settings.sms_transport!r}")
     name = settings.dispatcher_name or default_name()
-    ari = AriClient(
-        settings.ari_url, settings.ari_user, settings.ari_password, f"{settings.ari_app}-{name}"
-    )
-    return AriPjsipTransport(ari, settings.trunk_endpoint, settings.trunk_host, settings.trunk_port)
-
-
-async def _dispatcher(settings: Settings, stop: asyncio.Event) -> None:
-    from .dispatcher import Dispatcher
-
-    transport = _transport(settings)
+    # Each dispatcher its own Stasis app: a second connection with the same
+    # app name would replace the first.
+    ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
+                    f"{settings.ari_app}-{name}")
+    transport = AriPjsipTransport(ari, settings.trunk_endpoint, settings.trunk_host,
+                                  settings.trunk_port)
     try:
-        await Dispatcher(settings, transport).run(stop)
+        await Dispatcher(settings, transport, ari, name).run(stop)
     finally:
         await transport.close()
+        await ari.close()
 
 
 def _server(settings: Settings) -> uvicorn.Server:
@@ -175,6 +172,14 @@ def cmd_carrier_messages(args: argparse.Namespace) -> None:
         print(json.dumps(sms, ensure_ascii=False))
 
 
+def cmd_carrier_calls(args: argparse.Namespace) -> None:
+    from .asterisk_sandbox import instances
+    from .carrier import received_calls
+
+    for call in received_calls(instances(_settings())["carrier"]):
+        print(json.dumps(call, ensure_ascii=False))
+
+
 def cmd_settings(args: argparse.Namespace) -> None:
     for name, value, doc in _settings().describe():
         print(f"{name}={value}\n    {doc}")
@@ -215,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     p = carrier.add_parser("messages", help="every SMS the carrier received, as JSON lines")
     p.set_defaults(func=cmd_carrier_messages)
+    p = carrier.add_parser("calls", help="every call the carrier answered or refused, as JSON")
+    p.set_defaults(func=cmd_carrier_calls)
 
     p = sub.add_parser("settings", help="every AMIVONO_* setting, its value and meaning")
     p.set_defaults(func=cmd_settings)

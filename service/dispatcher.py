@@ -1,32 +1,36 @@
-"""The dispatcher: claims due sends from PostgreSQL and hands them to a transport.
+"""The dispatcher: claims due work from PostgreSQL and hands it to Asterisk.
 
-Any number of dispatchers may run against one database. A claim is one SQL
-statement (FOR UPDATE SKIP LOCKED) that leases the rows and opens an attempt
-for each; a dispatcher that dies leaves leases that run out, and the next
-claim takes the work over (see sql/sms_messages.sql). SIGTERM stops claiming
-and lets the sends in flight finish.
+Any number of dispatchers may run against one database. Each queue (SMS
+sends, voice calls) has a worker whose claim is one SQL statement (FOR UPDATE
+SKIP LOCKED) that leases the rows and opens an attempt for each; a dispatcher
+that dies leaves leases that run out, and the next claim takes the work over
+(see sql/sms_messages.sql). SIGTERM stops claiming and lets the work in
+flight finish.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
 from . import database
+from .ari import AriClient
 from .queries import queries
-from .queue_signal import DueListener
+from .queue_signal import CANCEL_CHANNEL, CHANNEL, Listener
 from .settings import Settings
 from .sms_transports import OutgoingSms, SendResult, SmsTransport
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_SECONDS = 600.0
+Job = Callable[[], Awaitable[None]]
 
 
 def default_name() -> str:
@@ -34,8 +38,8 @@ def default_name() -> str:
 
 
 class Pacer:
-    """Spaces hand-offs to at most `rate` per second (a PJSIP taskprocessor
-    queue of 500 makes Asterisk refuse requests, so we never burst)."""
+    """Spaces starts to at most `rate` per second, so Asterisk never sees a
+    burst (a PJSIP taskprocessor queue of 500 makes it refuse requests)."""
 
     def __init__(self, rate: float) -> None:
         self._gap = 1.0 / rate if rate > 0 else 0.0
@@ -52,151 +56,222 @@ class Pacer:
             self._next = max(now, self._next) + self._gap
 
 
-class Dispatcher:
-    def __init__(self, settings: Settings, transport: SmsTransport, name: str = "") -> None:
-        self.settings = settings
-        self.transport = transport
-        self.name = name or settings.dispatcher_name or default_name()
-        self._wake = asyncio.Event()
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._pacer = Pacer(settings.sms_per_second)
-        self.pool: asyncpg.Pool | None = None
+def is_db_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        s = self.settings
-        await database.migrate(s.database_url)
-        self.pool = await database.create_pool(
-            s.database_url, min_size=2, max_size=max(4, s.sms_concurrency // 4)
-        )
-        listener = DueListener(s.database_url, self._wake)
-        transport_stop = asyncio.Event()
-        transport_task = asyncio.create_task(self.transport.run(transport_stop))
-        log.info("dispatcher %s started (transport %s)", self.name, self.transport.name)
-        last_purge = 0.0
-        was_ready = False
-        try:
-            while not stop.is_set():
-                await listener.ensure()
-                self._wake.clear()
-                ready = self.transport.ready()
-                if ready != was_ready:
-                    log.warning("transport %s %s", self.transport.name,
-                                "connected: sending" if ready else "disconnected: holding sends")
-                    was_ready = ready
-                free = s.sms_concurrency - len(self._in_flight) if ready else 0
-                claimed = 0
-                if free > 0:
-                    claimed = await self._claim(free)
-                if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
-                    last_purge = time.monotonic()
-                    await self._quietly(queries.idempotency_keys.purge_expired(self.pool))
-                if free > 0 and claimed == free:
-                    await asyncio.sleep(0)  # more may be due: claim again at once
+
+class QueueWorker:
+    """Claims due jobs of one queue and runs each as a task, `capacity` at once."""
+
+    kind = "queue"
+
+    def __init__(self, dispatcher: Dispatcher, capacity: int, rate: float) -> None:
+        self.dispatcher = dispatcher
+        self.capacity = capacity
+        self.pacer = Pacer(rate)
+        self.wake = asyncio.Event()
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self._was_ready = False
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self.dispatcher.pool is not None
+        return self.dispatcher.pool
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    async def claim(self, limit: int) -> tuple[int, list[Job]]:
+        """Claim up to `limit`; return how many rows were taken and the jobs to run."""
+        raise NotImplementedError
+
+    async def seconds_until_due(self) -> float | None:
+        raise NotImplementedError
+
+    async def loop(self, stop: asyncio.Event) -> None:
+        poll = self.dispatcher.settings.poll_seconds
+        while not stop.is_set():
+            self.wake.clear()
+            ready = self.ready()
+            if ready != self._was_ready:
+                log.warning("%s: %s", self.kind,
+                            "connected: sending" if ready else "disconnected: holding sends")
+                self._was_ready = ready
+            free = self.capacity - len(self.in_flight) if ready else 0
+            taken = 0
+            if free > 0:
+                try:
+                    taken, jobs = await self.claim(free)
+                except Exception as exc:
+                    if not is_db_error(exc):
+                        raise
+                    log.warning("%s: claim failed: %s", self.kind, exc)
+                    await asyncio.sleep(1.0)
                     continue
-                await self._sleep(stop)
-        finally:
-            if self._in_flight:
-                log.info(
-                    "dispatcher %s: finishing %d sends in flight", self.name, len(self._in_flight)
-                )
-                await asyncio.gather(*self._in_flight, return_exceptions=True)
-            transport_stop.set()
-            await asyncio.gather(transport_task, return_exceptions=True)
-            await listener.close()
-            await self.pool.close()
-            log.info("dispatcher %s stopped", self.name)
+                for job in jobs:
+                    task = asyncio.create_task(self._run(job))
+                    self.in_flight.add(task)
+                    task.add_done_callback(self._done)
+            if free > 0 and taken == free:
+                await asyncio.sleep(0)  # more may be due: claim again at once
+                continue
+            timeout = poll if ready else min(poll, 0.2)
+            try:
+                until_due = await self.seconds_until_due()
+            except Exception as exc:
+                if not is_db_error(exc):
+                    raise
+                until_due = None
+            if until_due is not None:
+                timeout = max(0.0, min(timeout, until_due + 0.005))
+            await self._sleep(stop, timeout)
 
-    async def _quietly(self, aw: object) -> object:
-        try:
-            return await aw  # type: ignore[misc]
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("database unavailable: %s", exc)
-            return None
+    async def _run(self, job: Job) -> None:
+        await self.pacer.wait()
+        await job()
 
-    async def _sleep(self, stop: asyncio.Event) -> None:
-        timeout = self.settings.poll_seconds
-        if not self.transport.ready():
-            timeout = min(timeout, 0.2)
-        until_due = await self._quietly(queries.sms_messages.seconds_until_due(self.pool))
-        if isinstance(until_due, float):
-            timeout = max(0.0, min(timeout, until_due + 0.005))
+    async def _sleep(self, stop: asyncio.Event, timeout: float) -> None:
         if timeout <= 0:
             return
-        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in waits:
                 w.cancel()
 
-    async def _claim(self, limit: int) -> int:
-        assert self.pool is not None
-        try:
-            rows = await queries.sms_messages.claim_due_sends(
-                self.pool,
-                limit=limit,
-                dispatcher=self.name,
-                transport=self.transport.name,
-                lease_seconds=float(self.settings.lease_seconds),
-            )
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("claim failed: %s", exc)
-            await asyncio.sleep(1.0)
-            return 0
-        for row in rows:
-            if row["attempt_id"] is None:
-                continue  # stopped while leased: it only left the queue
-            sms = OutgoingSms(
-                row["id"], row["attempt_id"], row["from_number"], row["to_number"], row["body"]
-            )
-            task = asyncio.create_task(self._send(sms), name=f"sms-{sms.message_id}")
-            self._in_flight.add(task)
-            task.add_done_callback(self._done)
-        return len(rows)
-
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._wake.set()  # a slot is free
+        self.in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s job failed", self.kind, exc_info=task.exception())
+        self.wake.set()  # a slot is free
 
-    async def _send(self, sms: OutgoingSms) -> None:
-        await self._pacer.wait()
-        try:
-            result = await self.transport.send(sms)
-        except Exception as exc:  # a transport bug must not kill the dispatcher
-            log.exception("transport %s failed on message %s", self.transport.name, sms.message_id)
-            result = SendResult("failed", f"transport error: {type(exc).__name__}: {exc}")
-        log.info(
-            "message %s attempt %s to %s: %s (%s)",
-            sms.message_id,
-            sms.attempt_id,
-            sms.to_number,
-            result.outcome,
-            result.detail,
-        )
-        await self._finish(sms, result)
+    async def drain(self) -> None:
+        if self.in_flight:
+            log.info("%s: finishing %d in flight", self.kind, len(self.in_flight))
+            await asyncio.gather(*self.in_flight, return_exceptions=True)
 
-    async def _finish(self, sms: OutgoingSms, result: SendResult) -> None:
-        assert self.pool is not None
+    async def record(self, statement: Callable[..., Awaitable[Any]], **params: Any) -> Any:
+        """Run a statement that records an outcome, retrying through short
+        database outages; if it still fails, the lease expires and the next
+        claim closes the attempt as 'unknown'."""
         for delay in (0.0, 0.5, 2.0, 5.0):
             await asyncio.sleep(delay)
             try:
-                await queries.sms_messages.finish_send(
-                    self.pool,
-                    attempt_id=sms.attempt_id,
-                    outcome=result.outcome,
-                    detail=result.detail,
-                    max_failures=self.settings.sms_max_failures,
-                    minute_seconds=float(self.settings.minute_seconds),
-                    retry_seconds=float(self.settings.sms_retry_seconds),
-                )
-                return
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("recording attempt %s failed: %s", sms.attempt_id, exc)
-        # The lease will run out and the next claim closes the attempt as 'unknown'.
-        log.error("attempt %s could not be recorded; its lease will expire", sms.attempt_id)
+                return await statement(self.pool, **params)
+            except Exception as exc:
+                if not is_db_error(exc):
+                    raise
+                log.warning("%s: recording failed: %s", self.kind, exc)
+        log.error("%s: could not record %s; its lease will expire", self.kind, params)
+        return None
 
 
-async def run_forever(settings: Settings, transport: SmsTransport, stop: asyncio.Event) -> None:
-    dispatcher = Dispatcher(settings, transport)
-    with contextlib.suppress(asyncio.CancelledError):
-        await dispatcher.run(stop)
+class SmsWorker(QueueWorker):
+    kind = "sms"
+
+    def __init__(self, dispatcher: Dispatcher, transport: SmsTransport) -> None:
+        s = dispatcher.settings
+        super().__init__(dispatcher, s.sms_concurrency, s.sms_per_second)
+        self.transport = transport
+
+    def ready(self) -> bool:
+        return self.transport.ready()
+
+    async def seconds_until_due(self) -> float | None:
+        return await queries.sms_messages.seconds_until_due(self.pool)
+
+    async def claim(self, limit: int) -> tuple[int, list[Job]]:
+        rows = await queries.sms_messages.claim_due_sends(
+            self.pool, limit=limit, dispatcher=self.dispatcher.name,
+            transport=self.transport.name,
+            lease_seconds=float(self.dispatcher.settings.lease_seconds))
+        jobs: list[Job] = []
+        for row in rows:
+            if row["attempt_id"] is None:
+                continue  # stopped while leased: it only left the queue
+            sms = OutgoingSms(row["id"], row["attempt_id"], row["from_number"],
+                              row["to_number"], row["body"])
+            jobs.append(lambda sms=sms: self._send(sms))
+        return len(rows), jobs
+
+    async def _send(self, sms: OutgoingSms) -> None:
+        try:
+            result = await self.transport.send(sms)
+        except Exception as exc:  # a transport bug must not kill the dispatcher
+            log.exception("transport %s failed on message %s", self.transport.name,
+                          sms.message_id)
+            result = SendResult("failed", f"transport error: {type(exc).__name__}: {exc}")
+        log.info("sms %s attempt %s to %s: %s (%s)", sms.message_id, sms.attempt_id,
+                 sms.to_number, result.outcome, result.detail)
+        s = self.dispatcher.settings
+        await self.record(
+            queries.sms_messages.finish_send, attempt_id=sms.attempt_id,
+            outcome=result.outcome, detail=result.detail, max_failures=s.sms_max_failures,
+            minute_seconds=float(s.minute_seconds), retry_seconds=float(s.sms_retry_seconds))
+
+
+class Dispatcher:
+    """One dispatcher process: the SMS and voice workers, the LISTEN
+    connection that wakes them, and the ARI connection they share."""
+
+    def __init__(self, settings: Settings, sms_transport: SmsTransport, ari: AriClient,
+                 name: str = "") -> None:
+        from .voice_calls import VoiceWorker  # voice builds on this module
+
+        self.settings = settings
+        self.name = name or settings.dispatcher_name or default_name()
+        self.ari = ari
+        self.pool: asyncpg.Pool | None = None
+        self.sms = SmsWorker(self, sms_transport)
+        self.voice = VoiceWorker(self)
+        self.workers: list[QueueWorker] = [self.sms, self.voice]
+
+    def _wake_all(self, _payload: str | None) -> None:
+        for worker in self.workers:
+            worker.wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        await database.migrate(s.database_url)
+        self.pool = await database.create_pool(s.database_url, min_size=2, max_size=10)
+        listener = Listener(s.database_url, {
+            CHANNEL: self._wake_all, CANCEL_CHANNEL: self.voice.cancel_requested})
+        background_stop = asyncio.Event()
+        background = [
+            asyncio.create_task(self.ari.run_events(
+                self.voice.on_event, background_stop, on_connect=self.voice.reconcile)),
+            asyncio.create_task(self.sms.transport.run(background_stop)),
+            asyncio.create_task(self._housekeeping(listener, stop)),
+        ]
+        log.info("dispatcher %s started (SMS via %s, ARI app %s)", self.name,
+                 self.sms.transport.name, self.ari.app)
+        try:
+            await asyncio.gather(*(w.loop(stop) for w in self.workers))
+        finally:
+            for worker in self.workers:
+                await worker.drain()
+            background_stop.set()
+            stop.set()
+            await asyncio.gather(*background, return_exceptions=True)
+            await listener.close()
+            await self.pool.close()
+            log.info("dispatcher %s stopped", self.name)
+
+    async def _housekeeping(self, listener: Listener, stop: asyncio.Event) -> None:
+        last_purge = 0.0
+        while not stop.is_set():
+            await listener.ensure()
+            if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
+                last_purge = time.monotonic()
+                try:
+                    assert self.pool is not None
+                    await queries.idempotency_keys.purge_expired(self.pool)
+                except Exception as exc:
+                    if not is_db_error(exc):
+                        raise
+            await self.voice.check_cancellations()
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except TimeoutError:
+                pass

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
+from .api_keys import Account
 from .http_errors import ApiError, FieldError, validation_failed
 from .queries import queries
 
@@ -100,3 +104,38 @@ async def store(
 
 async def release(pool: asyncpg.Pool, account_id: int, key: str) -> None:
     await queries.idempotency_keys.release_key(pool, account_id=account_id, key=key)
+
+
+Create = Callable[[asyncpg.Connection], Awaitable[tuple[dict[str, Any], str]]]
+
+
+async def create_once(request: Request, account: Account, resource: str, path: str,
+                      body: Any, create: Create) -> Response:
+    """Run `create` (in a transaction) unless this Idempotency-Key already did;
+    answer 201 with its body and Location, or replay the first answer."""
+    pool = request.app.state.pool
+    key = request.headers.get(HEADER)
+    if key is not None:
+        check_key(key, resource)
+        replay = await reserve(pool, account.id, key, request_hash("POST", path, body), resource)
+        if replay is not None:
+            headers = {"Idempotent-Replayed": "true"}
+            if replay.location:
+                headers["Location"] = replay.location
+            return _json(replay.body, replay.status, headers)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            out, location = await create(conn)
+            if key is not None:
+                await store(conn, account.id, key, StoredResponse(201, out, location))
+    except BaseException:
+        if key is not None:
+            await release(pool, account.id, key)
+        raise
+    return _json(out, 201, {"Location": location})
+
+
+def _json(body: dict[str, Any], status: int, headers: dict[str, str]) -> Response:
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(content, status_code=status, headers=headers,
+                    media_type=JSONResponse.media_type)

@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import asyncpg
 
 CHANNEL = "amivono_due"
+CANCEL_CHANNEL = "amivono_cancel"  # payload: the voice attempt to hang up
 log = logging.getLogger(__name__)
 
 
@@ -51,15 +53,17 @@ class DueNotifier:
             await asyncio.sleep(self._interval)
 
 
-class DueListener:
-    """LISTENs on a dedicated connection (never a pooled one) and sets `wake`
-    on every signal. `ensure()` reconnects a lost connection."""
+class Listener:
+    """LISTENs on a dedicated connection (never a pooled one) and calls the
+    callback of each channel with the payload. `ensure()` checks the
+    connection is alive and reconnects it; after a reconnection every
+    callback gets None, since signals may have been missed meanwhile."""
 
-    CHECK_EVERY = 5.0  # seconds between liveness checks of the LISTEN connection
+    CHECK_EVERY = 5.0  # seconds between liveness checks
 
-    def __init__(self, dsn: str, wake: asyncio.Event) -> None:
+    def __init__(self, dsn: str, callbacks: dict[str, Callable[[str | None], None]]) -> None:
         self._dsn = dsn
-        self._wake = wake
+        self._callbacks = callbacks
         self._conn: asyncpg.Connection | None = None
         self._checked = 0.0
 
@@ -83,15 +87,19 @@ class DueListener:
             return
         try:
             self._conn = await asyncpg.connect(self._dsn)
-            await self._conn.add_listener(CHANNEL, self._on_notify)
-            self._wake.set()  # a signal may have been missed while disconnected
+            for channel, callback in self._callbacks.items():
+                await self._conn.add_listener(
+                    channel, lambda _c, _p, _ch, payload, cb=callback: cb(payload))
+                callback(None)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("LISTEN connection failed (polling meanwhile): %s", exc)
             self._conn = None
 
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
-
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed():
             await self._conn.close()
+
+
+async def notify_cancel(pool: asyncpg.Pool, attempt_id: int) -> None:
+    """Ask whichever dispatcher holds this call to hang it up."""
+    await pool.execute("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, str(attempt_id))

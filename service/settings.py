@@ -73,6 +73,36 @@ class Settings:
     dispatcher_name: str = field(
         default="", metadata={"doc": "Name of this dispatcher (default: host-pid)."}
     )
+    # --- voice --------------------------------------------------------------
+    sounds_dir: str = field(
+        default="/var/lib/amivono/sounds",
+        metadata={"doc": "Where converted sound files are kept (one folder per account)."},
+    )
+    asterisk_sounds_dir: str = field(
+        default="",
+        metadata={"doc": "The same folder as the gateway Asterisk sees it (default: sounds_dir)."},
+    )
+    max_upload_bytes: int = field(
+        default=20 * 1024 * 1024, metadata={"doc": "Largest sound file upload (413 above)."}
+    )
+    max_sound_seconds: float = field(
+        default=600.0, metadata={"doc": "Longest sound file accepted, in seconds."}
+    )
+    dial_timeout: int = field(
+        default=30, metadata={"doc": "Seconds a voice call may ring before it is no-answer."}
+    )
+    calls_per_dispatcher: int = field(
+        default=50, metadata={"doc": "Voice calls in flight per dispatcher."}
+    )
+    calls_per_trunk: int = field(
+        default=100, metadata={"doc": "Voice calls in flight on the trunk, all dispatchers."}
+    )
+    calls_per_second: float = field(
+        default=10.0, metadata={"doc": "Pace of call attempts per dispatcher."}
+    )
+    max_voice_retries: int = field(
+        default=5, metadata={"doc": "Largest `retries` a voice message may ask for."}
+    )
     # --- gateway Asterisk ----------------------------------------------------
     ari_url: str = field(
         default="http://127.0.0.1:18088/ari", metadata={"doc": "Gateway Asterisk ARI base URL."}
@@ -126,6 +156,10 @@ class Settings:
             kind = type(f.default)
             values[f.name] = kind(raw) if kind is not str else raw
         return cls(**values)
+
+    @property
+    def sounds_dir_for_asterisk(self) -> str:
+        return self.asterisk_sounds_dir or self.sounds_dir
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, current value, documentation) for every setting."""

@@ -25,18 +25,20 @@ class SmsRequest:
     tracked: bool  # `repeat` was given: the message carries a tracked link
 
 
-def _int_field(
-    body: dict[str, Any], name: str, low: int, high: int, errors: list[FieldError]
+def int_field(
+    resource: str, body: dict[str, Any], name: str, low: int, high: int,
+    errors: list[FieldError],
 ) -> int | None:
+    """An optional integer field; appends to `errors` when it is wrong."""
     value = body.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        errors.append(FieldError(RESOURCE, name, "invalid", f"{name} must be an integer"))
+        errors.append(FieldError(resource, name, "invalid", f"{name} must be an integer"))
         return None
     if not low <= value <= high:
         errors.append(
-            FieldError(RESOURCE, name, "out_of_range", f"{name} must be between {low} and {high}")
+            FieldError(resource, name, "out_of_range", f"{name} must be between {low} and {high}")
         )
         return None
     return value
@@ -75,8 +77,9 @@ def parse_sms_request(body: Any, settings: Settings) -> SmsRequest:
         except InvalidNumber as exc:
             errors.append(FieldError(RESOURCE, name, "invalid", f"{name} {exc}"))
 
-    repeat = _int_field(body, "repeat", 1, settings.max_repeat, errors)
-    interval = _int_field(body, "repeat_interval", 1, settings.max_repeat_interval, errors)
+    repeat = int_field(RESOURCE, body, "repeat", 1, settings.max_repeat, errors)
+    interval = int_field(RESOURCE, body, "repeat_interval", 1, settings.max_repeat_interval,
+                         errors)
     if interval is not None and repeat is None:
         errors.append(
             FieldError(RESOURCE, "repeat_interval", "invalid", "repeat_interval needs repeat")

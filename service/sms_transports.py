@@ -65,12 +65,9 @@ class AriPjsipTransport:
         self._port = trunk_port
 
     async def run(self, stop: asyncio.Event) -> None:
-        # The event WebSocket is how we know Asterisk is there; it reconnects
-        # with backoff. SMS need no events, so they are dropped.
-        await self._ari.run_events(self._ignore, stop)
-
-    async def _ignore(self, event: dict[str, object]) -> None:
-        return None
+        # The dispatcher keeps the ARI event WebSocket up (it reconnects with
+        # backoff); whether it is connected is how we know Asterisk is there.
+        await stop.wait()
 
     def ready(self) -> bool:
         return self._ari.connected.is_set()
@@ -100,4 +97,4 @@ class AriPjsipTransport:
         return SendResult("sent", f"handed to Asterisk for {uri}")
 
     async def close(self) -> None:
-        await self._ari.close()
+        return None  # the ARI client belongs to the dispatcher

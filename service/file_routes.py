@@ -1,0 +1,106 @@
+"""HTTP handlers of the sound files: each account has its own namespace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import sound_files
+from .api_keys import Account
+from .http_errors import ApiError, FieldError, validation_failed
+from .http_json import JSON, read_body
+from .queries import queries
+from .settings import Settings
+from .sms_messages import iso
+
+RESOURCE = "File"
+
+
+def file_url(settings: Settings, name: str) -> str:
+    return f"{settings.public_base_url.rstrip('/')}/files/{name}"
+
+
+def render(row: asyncpg.Record, settings: Settings) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "url": file_url(settings, row["name"]),
+        "duration": row["duration_ms"] / 1000,
+        "size": row["size_bytes"],
+        "source_format": row["source_format"],
+        "source_rate": row["source_rate"],
+        "formats": list(row["formats"]),
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def file_name_param(request: Request) -> str:
+    name = request.path_params["name"]
+    if not sound_files.valid_name(name):
+        raise validation_failed([FieldError(
+            RESOURCE, "name", "invalid", "file names are 1 to 64 of A-Z a-z 0-9 . _ -")])
+    return name
+
+
+async def put_file(request: Request, account: Account) -> Response:
+    state = request.app.state
+    settings: Settings = state.settings
+    name = file_name_param(request)
+    data = await read_body(request, settings.max_upload_bytes)
+    if not data:
+        raise ApiError(422, "The request body is empty: send the audio file as the body")
+    folder = sound_files.account_folder(settings.sounds_dir, account.id)
+    try:
+        converted = await sound_files.convert_async(data, folder, settings.max_sound_seconds)
+    except sound_files.AudioRefused as exc:
+        raise ApiError(exc.status, exc.reason) from None
+    try:
+        row = await queries.sound_files.upsert(
+            state.pool, account_id=account.id, name=name, stem=converted.stem,
+            duration_ms=converted.duration_ms, size_bytes=len(data),
+            source_format=converted.source_format, source_rate=converted.source_rate,
+            formats=converted.formats)
+    except BaseException:
+        sound_files.remove(folder, converted.stem)
+        raise
+    if row["old_stem"]:
+        # Linux keeps an open file readable: a call playing the old audio finishes it.
+        sound_files.remove(folder, row["old_stem"])
+    status = 200 if row["old_stem"] else 201
+    return JSON(render(row, settings), status_code=status,
+                headers={"Location": file_url(settings, name)})
+
+
+async def get_file(request: Request, account: Account) -> Response:
+    state = request.app.state
+    row = await queries.sound_files.get(state.pool, account_id=account.id,
+                                        name=file_name_param(request))
+    if row is None:
+        raise ApiError(404, "Not Found")
+    return JSON(render(row, state.settings))
+
+
+async def list_files(request: Request, account: Account) -> Response:
+    state = request.app.state
+    rows = await queries.sound_files.list_for_account(state.pool, account_id=account.id)
+    return JSON([render(r, state.settings) for r in rows])
+
+
+async def delete_file(request: Request, account: Account) -> Response:
+    state = request.app.state
+    settings: Settings = state.settings
+    name = file_name_param(request)
+    async with state.pool.acquire() as conn, conn.transaction():
+        # Waits for voice messages being created with this file, so the check
+        # below (a new statement, a new snapshot) sees them.
+        row = await queries.sound_files.lock_for_delete(conn, account_id=account.id, name=name)
+        if row is None:
+            raise ApiError(404, "Not Found")
+        if await queries.voice_messages.needs_file(conn, account_id=account.id, file_name=name):
+            raise ApiError(409, f"File {name!r} is still needed by a queued voice message")
+        await queries.sound_files.delete(conn, id=row["id"])
+    sound_files.remove(sound_files.account_folder(settings.sounds_dir, account.id), row["stem"])
+    return Response(status_code=204)

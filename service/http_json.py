@@ -1,0 +1,93 @@
+"""JSON in and out of the API, and the pieces every resource shares."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .api_keys import Account, authenticate
+from .http_errors import ApiError, FieldError
+from .rate_limit import count_request
+
+MAX_BODY_BYTES = 64 * 1024
+DEFAULT_PER_PAGE = 30
+MAX_PER_PAGE = 100
+
+Handler = Callable[[Request, Account], Awaitable[Response]]
+
+
+class JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Resolve the Bearer key, count the request, and put rate-limit headers on the answer."""
+
+    async def endpoint(request: Request) -> Response:
+        state = request.app.state
+        account = await authenticate(state.pool, request.headers.get("authorization"))
+        rate = await count_request(state.pool, account, state.settings.rate_limit_per_hour)
+        request.state.rate_limit_headers = rate.headers()
+        response = await handler(request, account)
+        response.headers.update(rate.headers())
+        return response
+
+    return endpoint
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past `limit` without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"Request body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"Request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request) -> Any:
+    raw = await read_body(request, MAX_BODY_BYTES)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "Problems parsing JSON") from None
+
+
+def int_query(request: Request, resource: str, name: str, default: int, low: int,
+              high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(422, "Validation Failed", [FieldError(
+            resource, name, "invalid", f"{name} must be an integer from {low} to {high}")])
+    return int(raw)
+
+
+def page_params(request: Request, resource: str) -> tuple[int, int]:
+    """(per_page, before): keyset pagination on id, newest first."""
+    per_page = int_query(request, resource, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
+    before = int_query(request, resource, "before", 2**62, 1, 2**62)
+    return per_page, before
+
+
+def page_links(base: str, per_page: int, rows: list[Any]) -> str:
+    links = [f'<{base}?{urlencode({"per_page": per_page})}>; rel="first"']
+    if len(rows) == per_page:
+        query = urlencode({"per_page": per_page, "before": rows[-1]["id"]})
+        links.insert(0, f'<{base}?{query}>; rel="next"')
+    return ", ".join(links)
+
+
+def message_id_param(request: Request) -> int:
+    return int(request.path_params["message_id"])

@@ -1,0 +1,9 @@
+-- name: list_for_message
+SELECT id, dispatcher, started_at, answered_at, playback_started_at, finished_at,
+       outcome, cause_code, cause_text, detail
+FROM voice_attempts
+WHERE message_id = :message_id
+ORDER BY id;
+
+-- name: in_flight_for$
+SELECT count(*) FROM voice_attempts WHERE finished_at IS NULL;

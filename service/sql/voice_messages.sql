@@ -1,0 +1,146 @@
+-- Every statement on voice_messages: the API's, the dispatcher's, FastAGI's.
+
+-- name: create$
+INSERT INTO voice_messages (account_id, from_number, to_number, file_name, retries,
+                            retry_interval, due_at)
+VALUES (:account_id, :from_number, :to_number, :file_name, :retries, :retry_interval, now())
+RETURNING id;
+
+-- name: get^
+SELECT * FROM voice_message_view WHERE id = :id AND account_id = :account_id;
+
+-- name: list_page
+SELECT * FROM voice_message_view
+WHERE account_id = :account_id AND id < :before_id
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: cancel^
+-- Cancels the message. With no call in flight it is final at once; a call in
+-- flight is hung up by its dispatcher (woken by NOTIFY amivono_cancel).
+UPDATE voice_messages
+SET canceled_at = now(), updated_at = now(),
+    due_at = CASE WHEN lease_attempt_id IS NULL THEN NULL ELSE due_at END,
+    finished_at = CASE WHEN lease_attempt_id IS NULL THEN now() ELSE finished_at END,
+    outcome = CASE WHEN lease_attempt_id IS NULL THEN 'canceled' ELSE outcome END
+WHERE id = :id AND account_id = :account_id
+  AND finished_at IS NULL AND canceled_at IS NULL
+RETURNING id, lease_attempt_id;
+
+-- name: needs_file$
+-- Whether a message not yet finished still needs this file.
+SELECT EXISTS (SELECT 1 FROM voice_messages
+               WHERE account_id = :account_id AND file_name = :file_name
+                 AND finished_at IS NULL);
+
+-- name: claim_due_calls
+-- Like claim_due_sends for SMS, and capped: at most :trunk_limit calls in
+-- flight on the trunk across all dispatchers.
+WITH capacity AS (
+    SELECT greatest(0, least(:limit, :trunk_limit - (
+        SELECT count(*) FROM voice_attempts WHERE finished_at IS NULL))) AS n
+),
+due AS (
+    SELECT id, account_id, file_name, lease_attempt_id, canceled_at
+    FROM voice_messages
+    WHERE due_at <= now()
+    ORDER BY due_at
+    LIMIT (SELECT n FROM capacity)
+    FOR UPDATE SKIP LOCKED
+),
+abandoned AS (
+    UPDATE voice_attempts a
+    SET finished_at = clock_timestamp(), outcome = 'unknown',
+        detail = 'lease expired before the dispatcher finished: the call may have been placed'
+    FROM due
+    WHERE a.id = due.lease_attempt_id AND a.finished_at IS NULL
+    RETURNING a.id
+),
+attempts AS (
+    INSERT INTO voice_attempts (message_id, dispatcher)
+    SELECT id, :dispatcher FROM due WHERE canceled_at IS NULL
+    RETURNING id, message_id
+)
+UPDATE voice_messages m
+SET lease_attempt_id = attempts.id,
+    due_at = CASE WHEN attempts.id IS NULL THEN NULL
+                  ELSE now() + make_interval(secs => :lease_seconds) END,
+    finished_at = CASE WHEN attempts.id IS NULL THEN now() ELSE m.finished_at END,
+    outcome = CASE WHEN attempts.id IS NULL THEN 'canceled' ELSE m.outcome END,
+    updated_at = now()
+FROM due
+LEFT JOIN attempts ON attempts.message_id = due.id
+LEFT JOIN sound_files f ON f.account_id = due.account_id AND f.name = due.file_name
+WHERE m.id = due.id
+RETURNING m.id, m.account_id, m.from_number, m.to_number, m.file_name,
+          attempts.id AS attempt_id, f.stem, f.duration_ms;
+
+-- name: mark_answered!
+WITH a AS (
+    UPDATE voice_attempts SET answered_at = clock_timestamp()
+    WHERE id = :attempt_id AND finished_at IS NULL AND answered_at IS NULL
+    RETURNING message_id, answered_at
+)
+UPDATE voice_messages m SET answered_at = a.answered_at, updated_at = now()
+FROM a WHERE m.id = a.message_id;
+
+-- name: mark_playing!
+WITH a AS (
+    UPDATE voice_attempts SET playback_started_at = clock_timestamp()
+    WHERE id = :attempt_id AND finished_at IS NULL AND playback_started_at IS NULL
+    RETURNING message_id, playback_started_at
+)
+UPDATE voice_messages m SET sent_at = a.playback_started_at, updated_at = now()
+FROM a WHERE m.id = a.message_id;
+
+-- name: finish_call^
+-- Records how the call ended, then either schedules a retry (when
+-- :retryable and retries are left) or makes the message final.
+WITH finished AS (
+    UPDATE voice_attempts
+    SET finished_at = clock_timestamp(), outcome = :outcome, cause_code = :cause_code,
+        cause_text = :cause_text, detail = :detail
+    WHERE id = :attempt_id AND finished_at IS NULL
+    RETURNING id, message_id, outcome, answered_at, finished_at
+),
+next AS (
+    SELECT f.*, (m.canceled_at IS NULL AND :retryable AND m.attempts_made < m.retries)
+                AS retry
+    FROM finished f JOIN voice_messages m ON m.id = f.message_id
+)
+UPDATE voice_messages m
+SET attempts_made = m.attempts_made + 1,
+    outcome = CASE WHEN m.canceled_at IS NOT NULL THEN 'canceled' ELSE n.outcome END,
+    cause_code = :cause_code,
+    cause_text = :cause_text,
+    ended_at = CASE WHEN n.answered_at IS NOT NULL THEN n.finished_at ELSE m.ended_at END,
+    lease_attempt_id = NULL,
+    due_at = CASE WHEN n.retry
+                  THEN now() + make_interval(secs => m.retry_interval * :minute_seconds)
+             END,
+    finished_at = CASE WHEN n.retry THEN NULL ELSE now() END,
+    updated_at = now()
+FROM next n
+WHERE m.id = n.message_id AND m.lease_attempt_id = n.id
+RETURNING m.id, n.retry;
+
+-- name: canceled_among$
+-- Which of these in-flight attempts belong to messages canceled meanwhile.
+SELECT coalesce(array_agg(lease_attempt_id), '{}') FROM voice_messages
+WHERE lease_attempt_id = ANY(:attempt_ids) AND canceled_at IS NOT NULL;
+
+-- name: seconds_until_due$
+SELECT extract(epoch FROM min(due_at) - now())::float8
+FROM voice_messages WHERE due_at IS NOT NULL;
+
+-- name: latest_sent_to^
+-- The voice message most recently played to this number, for inbound replay.
+SELECT m.id, m.account_id, m.file_name, f.stem
+FROM voice_messages m
+JOIN sound_files f ON f.account_id = m.account_id AND f.name = m.file_name
+WHERE m.to_number = :number AND m.sent_at IS NOT NULL
+ORDER BY m.id DESC
+LIMIT 1;
+
+-- name: mark_heard!
+UPDATE voice_messages SET heard_at = now(), updated_at = now() WHERE id = :id;

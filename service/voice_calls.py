@@ -1,0 +1,306 @@
+"""Voice calls through ARI: originate, play the file when answered, hang up,
+and record a truthful outcome for every attempt.
+
+A call is placed with `POST /channels`, its channelId derived from the
+attempt's id, so a retried originate cannot place a second call (Asterisk
+answers 409). StasisStart means answered: the file plays, and the channel is
+hung up when the playback finishes. A call never answered ends with only
+ChannelDestroyed, whose Q.850 cause tells why. We keep timers of our own in
+case an event never comes, and after every ARI (re)connection reconcile our
+calls with the channels Asterisk still has, since Asterisk drops an app's
+events while it is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .ari import AriError
+from .queries import queries
+
+if TYPE_CHECKING:
+    from .dispatcher import Dispatcher, Job
+
+from .dispatcher import QueueWorker
+
+log = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "amivono-call-"
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)
+
+# Q.850 causes of a call that was never answered -> (outcome, worth a retry).
+CAUSES: dict[int, tuple[str, bool]] = {
+    0: ("no-answer", True),    # some versions report 0 for an originate timeout
+    16: ("rejected", False),   # cleared before answer
+    17: ("busy", True),
+    18: ("no-answer", True),   # no user responding
+    19: ("no-answer", True),   # no answer
+    21: ("rejected", False),   # call rejected
+    1: ("failed", False),      # unallocated number
+    3: ("failed", False),      # no route to destination
+    28: ("failed", False),     # invalid number format
+}
+
+
+def channel_id_for(attempt_id: int) -> str:
+    return f"{CHANNEL_PREFIX}{attempt_id}"
+
+
+def attempt_id_of(channel_id: str) -> int | None:
+    if channel_id.startswith(CHANNEL_PREFIX) and channel_id[len(CHANNEL_PREFIX):].isdigit():
+        return int(channel_id[len(CHANNEL_PREFIX):])
+    return None
+
+
+@dataclass(frozen=True)
+class CallEnd:
+    outcome: str
+    cause_code: int | None
+    cause_text: str | None
+    detail: str
+    retryable: bool
+
+
+@dataclass
+class Call:
+    attempt_id: int
+    message_id: int
+    to: str
+    from_: str
+    file_name: str
+    media: str
+    seconds: float
+    placed: bool = False
+    answered: bool = False
+    playback_started: bool = False
+    playback_finished: bool = False
+    playback_failed: bool = False
+    canceled: bool = False
+    end: asyncio.Future[CallEnd] = field(default_factory=lambda: asyncio.get_running_loop()
+                                         .create_future())
+
+    @property
+    def channel_id(self) -> str:
+        return channel_id_for(self.attempt_id)
+
+    def finish(self, end: CallEnd) -> None:
+        if not self.end.done():
+            self.end.set_result(end)
+
+
+def classify(call: Call, cause: int | None, cause_text: str | None) -> CallEnd:
+    """The outcome of a call whose channel is gone."""
+    if call.canceled:
+        return CallEnd("canceled", cause, cause_text, "canceled by the client", False)
+    if call.answered:
+        if call.playback_failed:
+            return CallEnd("failed", cause, cause_text, "Asterisk could not play the file",
+                           False)
+        if call.playback_finished:
+            return CallEnd("completed", cause, cause_text, "answered; the file played to the end",
+                           False)
+        return CallEnd("failed", cause, cause_text,
+                       "answered, but the call ended before the file finished playing", False)
+    outcome, retryable = CAUSES.get(cause if cause is not None else -1, ("failed", False))
+    return CallEnd(outcome, cause, cause_text, f"not answered ({cause_text or 'no cause'})",
+                   retryable)
+
+
+class VoiceWorker(QueueWorker):
+    kind = "voice"
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        s = dispatcher.settings
+        super().__init__(dispatcher, s.calls_per_dispatcher, s.calls_per_second)
+        self.calls: dict[str, Call] = {}
+
+    @property
+    def ari(self):  # noqa: ANN201 (AriClient)
+        return self.dispatcher.ari
+
+    def ready(self) -> bool:
+        return self.ari.connected.is_set()
+
+    async def seconds_until_due(self) -> float | None:
+        return await queries.voice_messages.seconds_until_due(self.pool)
+
+    def _lease_seconds(self) -> float:
+        s = self.dispatcher.settings
+        return float(s.dial_timeout + s.max_sound_seconds + 60)
+
+    async def claim(self, limit: int) -> tuple[int, list[Job]]:
+        s = self.dispatcher.settings
+        rows = await queries.voice_messages.claim_due_calls(
+            self.pool, limit=limit, trunk_limit=s.calls_per_trunk,
+            dispatcher=self.dispatcher.name, lease_seconds=self._lease_seconds())
+        jobs: list[Job] = []
+        for row in rows:
+            if row["attempt_id"] is None:
+                continue
+            call = Call(
+                attempt_id=row["attempt_id"], message_id=row["id"], to=row["to_number"],
+                from_=row["from_number"], file_name=row["file_name"],
+                media=f"sound:{s.sounds_dir_for_asterisk}/{row['account_id']}/{row['stem']}",
+                seconds=(row["duration_ms"] or 0) / 1000)
+            if row["stem"] is None:  # the file is gone: nothing to play
+                jobs.append(lambda call=call: self._finish(call, CallEnd(
+                    "failed", None, None, f"sound file {call.file_name!r} no longer exists",
+                    False)))
+                continue
+            jobs.append(lambda call=call: self._call(call))
+        return len(rows), jobs
+
+    async def _call(self, call: Call) -> None:
+        s = self.dispatcher.settings
+        if not (_E164.fullmatch(call.to) and _E164.fullmatch(call.from_)):
+            await self._finish(call, CallEnd("failed", None, None, "number is not E.164", False))
+            return
+        self.calls[call.channel_id] = call  # before originate: events may come first
+        try:
+            try:
+                # One readable line per call on the gateway console.
+                await self.ari.set_global(
+                    "AMIVONO_CALL",
+                    f"voice message {call.message_id} attempt {call.attempt_id}: calling "
+                    f"{call.to} to play {call.file_name}")
+                await self.ari.originate(
+                    endpoint=f"PJSIP/{call.to}@{s.trunk_endpoint}", channel_id=call.channel_id,
+                    caller_id=call.from_, timeout=s.dial_timeout, app_args="voice")
+            except AriError as exc:
+                if exc.status != 409:  # 409: this attempt's channel exists already
+                    await self._finish(call, CallEnd(
+                        "failed", None, None, f"originate refused: {exc}", exc.retryable))
+                    return
+            call.placed = True
+            if call.canceled:
+                await self._hangup(call)
+            end = await self._await_end(call)
+            await self._finish(call, end)
+        finally:
+            self.calls.pop(call.channel_id, None)
+
+    async def _await_end(self, call: Call) -> CallEnd:
+        """Wait for the channel to go, with timers of our own in case no event comes."""
+        s = self.dispatcher.settings
+        ring_deadline = s.dial_timeout + 10.0
+        try:
+            return await asyncio.wait_for(asyncio.shield(call.end), ring_deadline)
+        except TimeoutError:
+            pass
+        if not call.answered:
+            await self._hangup(call)
+            return await self._grace(call, CallEnd(
+                "no-answer", None, None, f"no answer within {ring_deadline:g} s (our timer)",
+                True))
+        # Answered: allow the file's length plus a margin to play and hang up.
+        try:
+            return await asyncio.wait_for(asyncio.shield(call.end), call.seconds + 20.0)
+        except TimeoutError:
+            await self._hangup(call)
+            return await self._grace(call, CallEnd(
+                "failed", None, None, "the playback did not finish in time (our timer)", False))
+
+    async def _grace(self, call: Call, fallback: CallEnd) -> CallEnd:
+        try:
+            return await asyncio.wait_for(asyncio.shield(call.end), 5.0)
+        except TimeoutError:
+            return fallback
+
+    async def _hangup(self, call: Call) -> None:
+        try:
+            await self.ari.hangup(call.channel_id)
+        except AriError as exc:
+            if exc.status != 404:
+                log.warning("hangup of %s failed: %s", call.channel_id, exc)
+
+    async def _finish(self, call: Call, end: CallEnd) -> None:
+        log.info("voice %s attempt %s to %s: %s (%s, cause %s)", call.message_id,
+                 call.attempt_id, call.to, end.outcome, end.detail, end.cause_code)
+        s = self.dispatcher.settings
+        await self.record(
+            queries.voice_messages.finish_call, attempt_id=call.attempt_id,
+            outcome=end.outcome, cause_code=end.cause_code, cause_text=end.cause_text,
+            detail=end.detail, retryable=end.retryable, minute_seconds=float(s.minute_seconds))
+
+    # --- events -------------------------------------------------------------
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind in ("PlaybackStarted", "PlaybackFinished"):
+            target = event.get("playback", {}).get("target_uri", "")
+            call = self.calls.get(target.removeprefix("channel:"))
+        else:
+            call = self.calls.get(event.get("channel", {}).get("id", ""))
+        if call is None:
+            return
+        if kind == "StasisStart":
+            await self._answered(call)
+        elif kind == "PlaybackStarted":
+            call.playback_started = True
+            await self.record(queries.voice_messages.mark_playing, attempt_id=call.attempt_id)
+        elif kind == "PlaybackFinished":
+            call.playback_finished = True
+            call.playback_failed = event["playback"].get("state") == "failed"
+            await self._hangup(call)
+        elif kind == "ChannelDestroyed":
+            call.finish(classify(call, event.get("cause"), event.get("cause_txt")))
+
+    async def _answered(self, call: Call) -> None:
+        if call.answered:
+            return
+        call.answered = True
+        await self.record(queries.voice_messages.mark_answered, attempt_id=call.attempt_id)
+        if call.canceled:
+            await self._hangup(call)
+            return
+        try:
+            await self.ari.play(call.channel_id, call.media, f"{call.channel_id}-play")
+        except AriError as exc:
+            log.warning("play on %s failed: %s", call.channel_id, exc)
+            call.playback_failed = True
+            await self._hangup(call)
+
+    async def reconcile(self) -> None:
+        """After a (re)connection: a call whose channel Asterisk no longer has
+        ended while we were not listening (Asterisk restarted, or the line
+        dropped); one answered meanwhile has not started playing yet."""
+        try:
+            alive = await self.ari.channel_ids()
+        except AriError as exc:
+            log.warning("reconcile: cannot list channels: %s", exc)
+            return
+        for channel_id, call in list(self.calls.items()):
+            if not call.placed:
+                continue
+            if channel_id not in alive:
+                call.finish(CallEnd(
+                    "failed", None, None,
+                    "the channel disappeared while ARI was disconnected (Asterisk restart?)",
+                    not call.answered))
+        log.info("reconciled %d calls with %d channels", len(self.calls), len(alive))
+
+    # --- cancellation -------------------------------------------------------
+
+    def cancel_requested(self, payload: str | None) -> None:
+        if payload is None or not payload.isdigit():
+            return
+        call = self.calls.get(channel_id_for(int(payload)))
+        if call is not None and not call.canceled:
+            call.canceled = True
+            asyncio.get_running_loop().create_task(self._hangup(call))
+
+    async def check_cancellations(self) -> None:
+        """The fallback for a lost NOTIFY: ask the database about our calls."""
+        if not self.calls:
+            return
+        ids = [c.attempt_id for c in self.calls.values()]
+        try:
+            canceled = await queries.voice_messages.canceled_among(self.pool, attempt_ids=ids)
+        except Exception:
+            return
+        for attempt_id in canceled:
+            self.cancel_requested(str(attempt_id))
