@@ -232,6 +232,15 @@ class Instance:
         if self.pid() is not None:
             os.kill(pid, signal.SIGKILL)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no events, no goodbyes (for fault tests)."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.pid() is not None:
+                time.sleep(0.05)
+
     def console_command(self) -> list[str]:
         return self.runtime.command("-C", self.conf, "-rvvv")
 

@@ -51,9 +51,9 @@ class _Protocol(AMIProtocol):
 class _Manager(Manager):
     """panoramisk's Manager without its own reconnect and unchecked pings.
 
-    Its reconnect is a bare `call_later` that `close()` cannot cancel and that
-    never retries a refused login; its ping never looks at the answer, so a
-    dead peer goes unnoticed. `DongleAmiTransport.run` does both instead."""
+    Its reconnect is a fixed-interval `call_later` that `close()` cannot cancel,
+    a refused login is only a False flag, and its ping never looks at the
+    answer, so a hung peer goes unnoticed. `DongleAmiTransport.run` does both."""
 
     def __init__(self, on_lost: Any, **config: Any) -> None:
         super().__init__(**config)
@@ -153,11 +153,15 @@ class DongleAmiTransport:
         )
         manager.register_event("DongleSMSStatus", self._on_sms_status)
         session = _Session(manager, lost)
+        stopping = (stop, self._closed)  # a hung Asterisk must not hold up a stop
+        connecting = manager.connect()
         try:
             try:
-                await asyncio.wait_for(manager.connect(), self._connect_timeout)
-            except (OSError, TimeoutError) as exc:
-                log.warning("AMI %s:%s: cannot connect: %s", self._host, self._port, exc)
+                await _wait(connecting, self._connect_timeout, *stopping)
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                connecting.cancel()
+                if not (stop.is_set() or self._closed.is_set()):
+                    log.warning("AMI %s:%s: cannot connect: %s", self._host, self._port, exc)
                 return False
             if manager.protocol is None:
                 return False
@@ -171,6 +175,7 @@ class DongleAmiTransport:
                     "Secret": self._secret,
                     "Events": "call",  # chan_dongle sends DongleSMSStatus as class "call"
                 },
+                aborts=stopping,
             )
             if resp.response != "Success":
                 log.error(
@@ -183,7 +188,7 @@ class DongleAmiTransport:
             await self._keepalive(session, stop)
             return True
         except (ConnectionError, TimeoutError) as exc:
-            log.warning("AMI %s:%s: %s", self._host, self._port, exc or type(exc).__name__)
+            log.warning("AMI %s:%s: %s", self._host, self._port, exc)
             return session.logged_in
         finally:
             if stop.is_set() and session.logged_in and not lost.is_set():
@@ -203,18 +208,23 @@ class DongleAmiTransport:
                 return
             if session.lost.is_set():
                 raise ConnectionError("connection lost")
-            pass
+            await self._request(session, {"Action": "Ping"}, aborts=(stop, self._closed))
 
     async def _request(
-        self, session: _Session, action: dict[str, str], timeout: float | None = None
+        self,
+        session: _Session,
+        action: dict[str, str],
+        timeout: float | None = None,
+        aborts: tuple[asyncio.Event, ...] = (),
     ) -> Message:
         """Send one action and wait for its response. ConnectionError if the
-        connection goes first, TimeoutError if no response comes in time."""
+        connection goes (or an abort event is set) first, TimeoutError if no
+        response comes in time."""
         if session.lost.is_set():
             raise ConnectionError("not connected to AMI")
         clean = {key: ami_value(value) for key, value in action.items()}
         future = session.manager.send_action(clean, as_list=False)
-        resp = await _wait(future, session.lost, timeout or self._response_timeout)
+        resp = await _wait(future, timeout or self._response_timeout, session.lost, *aborts)
         # as_list=False makes panoramisk resolve with one Message, never a list.
         return resp[0] if isinstance(resp, list) else resp
 
@@ -280,7 +290,7 @@ class DongleAmiTransport:
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[sms_id] = waiter
         try:
-            return await _wait(waiter, session.lost, self._status_timeout)
+            return await _wait(waiter, self._status_timeout, session.lost)
         except (ConnectionError, TimeoutError):
             return None
         finally:
@@ -321,18 +331,19 @@ async def _first(*events: asyncio.Event, timeout: float | None) -> None:
             w.cancel()
 
 
-async def _wait(future: asyncio.Future[Any], lost: asyncio.Event, timeout: float) -> Any:
-    """`future`'s result; ConnectionError if `lost` is set first, TimeoutError
-    after `timeout`. The future itself is left alone (panoramisk owns it)."""
-    lost_wait = asyncio.ensure_future(lost.wait())
+async def _wait(future: asyncio.Future[Any], timeout: float, *aborts: asyncio.Event) -> Any:
+    """`future`'s result; ConnectionError if one of `aborts` is set first,
+    TimeoutError after `timeout`. The future is left alone (panoramisk owns it)."""
+    abort_waits = [asyncio.ensure_future(event.wait()) for event in aborts]
     try:
         await asyncio.wait(
-            {future, lost_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            {future, *abort_waits}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
     finally:
-        lost_wait.cancel()
+        for w in abort_waits:
+            w.cancel()
     if future.done():
         return future.result()
-    if lost.is_set():
-        raise ConnectionError("AMI connection lost")
-    raise TimeoutError
+    if any(event.is_set() for event in aborts):
+        raise ConnectionError("AMI connection lost or closing")
+    raise TimeoutError(f"no answer within {timeout:g} s")

@@ -97,14 +97,14 @@ def classify(call: Call, cause: int | None, cause_text: str | None) -> CallEnd:
     if call.canceled:
         return CallEnd("canceled", cause, cause_text, "canceled by the client", False)
     if call.answered:
-        if call.playback_failed:
-            return CallEnd("failed", cause, cause_text, "Asterisk could not play the file",
-                           False)
-        if call.playback_finished:
-            return CallEnd("completed", cause, cause_text, "answered; the file played to the end",
-                           False)
+        if call.playback_finished and not call.playback_failed:
+            return CallEnd("completed", cause, cause_text,
+                           "answered; the file played to the end", False)
+        # The person did not hear it all: worth a retry when retries were asked.
+        why = ("Asterisk reported the playback failed" if call.playback_failed
+               else "the call ended")
         return CallEnd("failed", cause, cause_text,
-                       "answered, but the call ended before the file finished playing", False)
+                       f"answered, but the file did not play to the end ({why})", True)
     outcome, retryable = CAUSES.get(cause if cause is not None else -1, ("failed", False))
     return CallEnd(outcome, cause, cause_text, f"not answered ({cause_text or 'no cause'})",
                    retryable)
@@ -280,7 +280,7 @@ class VoiceWorker(QueueWorker):
                 call.finish(CallEnd(
                     "failed", None, None,
                     "the channel disappeared while ARI was disconnected (Asterisk restart?)",
-                    not call.answered))
+                    True))
         log.info("reconciled %d calls with %d channels", len(self.calls), len(alive))
 
     # --- cancellation -------------------------------------------------------

@@ -76,6 +76,7 @@ class AmiPeer:
         self.login_failure_delay = login_failure_delay
         self.actions: list[Headers] = []
         self.issued_ids: list[str] = []
+        self.muted = False  # True: record actions but answer nothing (a hung Asterisk)
         self.connections = 0
         self._ids = itertools.count(0x55D0C3A1F2A0, 0x1A0)  # like chan_dongle's %p
         self._server: asyncio.Server | None = None
@@ -149,7 +150,7 @@ class AmiPeer:
                 if not headers:
                     continue
                 self.actions.append(headers)
-                keep_open = await self._handle(client, headers)
+                keep_open = self.muted or await self._handle(client, headers)
                 headers = []
                 await writer.drain()
                 if not keep_open:

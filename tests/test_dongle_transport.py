@@ -252,11 +252,37 @@ async def test_stop_logs_off(peer: AmiPeer) -> None:
     await transport.close()
 
 
+async def test_stop_is_prompt_while_login_hangs(peer: AmiPeer) -> None:
+    peer.muted = True
+    transport = DongleAmiTransport("127.0.0.1", peer.port, USER, SECRET, "dongle0")
+    stop = asyncio.Event()
+    task = asyncio.create_task(transport.run(stop))
+    await wait_for(lambda: peer.named("Login"), 2, what="a login attempt")
+    began = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(task, 2)  # response_timeout is 10 s
+    assert time.monotonic() - began < 0.5
+    assert not transport.ready()
+    await transport.close()
+
+
 async def test_keepalive_pings(start: Start) -> None:
     async with AmiPeer(USER, SECRET) as peer:
         transport = await start(peer, ping_interval=0.1)
         await wait_for(lambda: len(peer.named("Ping")) >= 2, 3, what="pings")
         assert transport.ready()
+        await transport.close()
+
+
+async def test_unanswered_ping_means_reconnect(start: Start) -> None:
+    async with AmiPeer(USER, SECRET) as peer:
+        transport = await start(peer, ping_interval=0.1, response_timeout=0.2)
+        peer.muted = True
+        await wait_for(lambda: not transport.ready(), 2, interval=0.01, what="hung peer noticed")
+        peer.muted = False
+        await wait_for(transport.ready, 5, what="logged in again")
+        assert peer.connections >= 2
+        assert (await transport.send(sms())).outcome == "sent"
         await transport.close()
 
 
