@@ -104,6 +104,7 @@ def instance_values(name: str, settings: Settings, runtime: Runtime) -> dict[str
         "trunk_user": settings.trunk_user,
         "trunk_password": settings.trunk_password,
         "gateway_sip_port": str(settings.sip_port),
+        "fastagi_port": str(settings.fastagi_port),
     }
     if name == "gateway":
         ports = {

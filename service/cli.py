@@ -40,21 +40,29 @@ def _stop_event() -> asyncio.Event:
 async def _dispatcher(settings: Settings, stop: asyncio.Event) -> None:
     from .ari import AriClient
     from .dispatcher import Dispatcher, default_name
-    from .sms_transports import AriPjsipTransport
+    from .dongle_transport import DongleAmiTransport
+    from .sms_transports import AriPjsipTransport, SmsTransport
 
-    if settings.sms_transport != "ari":
-        raise SystemExit(f"unknown AMIVONO_SMS_TRANSPORT {settings.sms_transport!r}")
     name = settings.dispatcher_name or default_name()
     # Each dispatcher its own Stasis app: a second connection with the same
     # app name would replace the first.
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
                     f"{settings.ari_app}-{name}")
-    transport = AriPjsipTransport(ari, settings.trunk_endpoint, settings.trunk_host,
-                                  settings.trunk_port)
+    transports: dict[str, SmsTransport] = {
+        AriPjsipTransport.name: AriPjsipTransport(
+            ari, settings.trunk_endpoint, settings.trunk_host, settings.trunk_port)}
+    if settings.dongle_device:
+        transports[DongleAmiTransport.name] = DongleAmiTransport(
+            settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password,
+            settings.dongle_device)
+    if settings.sms_transport not in transports:
+        raise SystemExit(f"AMIVONO_SMS_TRANSPORT={settings.sms_transport!r} is not available "
+                         f"(configured: {', '.join(transports)})")
     try:
-        await Dispatcher(settings, transport, ari, name).run(stop)
+        await Dispatcher(settings, transports, ari, name).run(stop)
     finally:
-        await transport.close()
+        for transport in transports.values():
+            await transport.close()
         await ari.close()
 
 
@@ -62,17 +70,23 @@ def _server(settings: Settings) -> uvicorn.Server:
     from .app import create_app
 
     config = uvicorn.Config(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
+        create_app(settings), host=settings.api_host, port=settings.api_port,
+        log_level="warning", access_log=False, lifespan="on")
     return uvicorn.Server(config)
 
 
-async def _run_all(settings: Settings, api: bool, dispatcher: bool) -> None:
+async def _fastagi(settings: Settings, stop: asyncio.Event) -> None:
+    from .fastagi import serve
+
+    pool = await database.create_pool(settings.database_url, min_size=1, max_size=4)
+    try:
+        await serve(settings, pool, stop)
+    finally:
+        await pool.close()
+
+
+async def _run_all(settings: Settings, api: bool, dispatcher: bool,
+                   fastagi: bool = False) -> None:
     await database.ensure_database(settings.database_url)
     await database.migrate(settings.database_url)
     stop = _stop_event()
@@ -87,6 +101,8 @@ async def _run_all(settings: Settings, api: bool, dispatcher: bool) -> None:
         )
     if dispatcher:
         tasks.append(asyncio.create_task(_dispatcher(settings, stop)))
+    if fastagi:
+        tasks.append(asyncio.create_task(_fastagi(settings, stop)))
     await stop.wait()
     if server is not None:
         server.should_exit = True
@@ -94,7 +110,8 @@ async def _run_all(settings: Settings, api: bool, dispatcher: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    asyncio.run(_run_all(_settings(), api=args.api, dispatcher=args.dispatcher))
+    asyncio.run(_run_all(_settings(), api=args.api, dispatcher=args.dispatcher,
+                         fastagi=args.fastagi))
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -145,6 +162,26 @@ def cmd_keys_rate_limit(args: argparse.Namespace) -> None:
     asyncio.run(go())
 
 
+def cmd_keys_transport(args: argparse.Namespace) -> None:
+    from .queries import queries
+
+    settings = _settings()
+    choice = None if args.transport == "default" else args.transport
+
+    async def go() -> None:
+        pool = await database.create_pool(settings.database_url, min_size=1, max_size=1)
+        try:
+            row = await queries.accounts.set_sms_transport(
+                pool, name=args.account, sms_transport=choice)
+        finally:
+            await pool.close()
+        if row is None:
+            raise SystemExit(f"no account {args.account!r}")
+        print(f"{row['name']}: SMS via {row['sms_transport'] or 'the default transport'}")
+
+    asyncio.run(go())
+
+
 def cmd_asterisk(args: argparse.Namespace) -> None:
     from .asterisk_sandbox import instances
 
@@ -190,12 +227,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="amivono", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="API and dispatcher together, in the foreground")
-    p.set_defaults(func=cmd_run, api=True, dispatcher=True)
+    p = sub.add_parser("run", help="API, dispatcher and FastAGI together, in the foreground")
+    p.set_defaults(func=cmd_run, api=True, dispatcher=True, fastagi=True)
     p = sub.add_parser("api", help="the HTTP API alone")
-    p.set_defaults(func=cmd_run, api=True, dispatcher=False)
+    p.set_defaults(func=cmd_run, api=True, dispatcher=False, fastagi=False)
     p = sub.add_parser("dispatcher", help="a dispatcher alone")
-    p.set_defaults(func=cmd_run, api=False, dispatcher=True)
+    p.set_defaults(func=cmd_run, api=False, dispatcher=True, fastagi=False)
+    p = sub.add_parser("fastagi", help="the FastAGI server alone (one per gateway Asterisk)")
+    p.set_defaults(func=cmd_run, api=False, dispatcher=False, fastagi=True)
     p = sub.add_parser("migrate", help="apply pending schema migrations")
     p.set_defaults(func=cmd_migrate)
 
@@ -209,6 +248,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("account")
     p.add_argument("per_hour", type=int)
     p.set_defaults(func=cmd_keys_rate_limit)
+    p = keys.add_parser("transport", help="set ACCOUNT's SMS transport")
+    p.add_argument("account")
+    p.add_argument("transport", choices=["ari-pjsip", "dongle-ami", "default"])
+    p.set_defaults(func=cmd_keys_transport)
 
     p = sub.add_parser("asterisk", help="the sandbox's Asterisk instances")
     p.add_argument("action", choices=["up", "down", "status", "console"])

@@ -168,23 +168,28 @@ class QueueWorker:
 
 
 class SmsWorker(QueueWorker):
+    """SMS sends; each through its account's transport, or the default one."""
+
     kind = "sms"
 
-    def __init__(self, dispatcher: Dispatcher, transport: SmsTransport) -> None:
+    def __init__(self, dispatcher: Dispatcher, transports: dict[str, SmsTransport],
+                 default: str) -> None:
         s = dispatcher.settings
         super().__init__(dispatcher, s.sms_concurrency, s.sms_per_second)
-        self.transport = transport
+        if default not in transports:
+            raise ValueError(f"default SMS transport {default!r} is not configured")
+        self.transports = transports
+        self.default = default
 
     def ready(self) -> bool:
-        return self.transport.ready()
+        return any(t.ready() for t in self.transports.values())
 
     async def seconds_until_due(self) -> float | None:
         return await queries.sms_messages.seconds_until_due(self.pool)
 
     async def claim(self, limit: int) -> tuple[int, list[Job]]:
         rows = await queries.sms_messages.claim_due_sends(
-            self.pool, limit=limit, dispatcher=self.dispatcher.name,
-            transport=self.transport.name,
+            self.pool, limit=limit, dispatcher=self.dispatcher.name, transport=self.default,
             lease_seconds=float(self.dispatcher.settings.lease_seconds))
         jobs: list[Job] = []
         for row in rows:
@@ -192,18 +197,25 @@ class SmsWorker(QueueWorker):
                 continue  # stopped while leased: it only left the queue
             sms = OutgoingSms(row["id"], row["attempt_id"], row["from_number"],
                               row["to_number"], row["body"])
-            jobs.append(lambda sms=sms: self._send(sms))
+            jobs.append(lambda sms=sms, name=row["transport"]: self._send(sms, name))
         return len(rows), jobs
 
-    async def _send(self, sms: OutgoingSms) -> None:
-        try:
-            result = await self.transport.send(sms)
-        except Exception as exc:  # a transport bug must not kill the dispatcher
-            log.exception("transport %s failed on message %s", self.transport.name,
-                          sms.message_id)
-            result = SendResult("failed", f"transport error: {type(exc).__name__}: {exc}")
-        log.info("sms %s attempt %s to %s: %s (%s)", sms.message_id, sms.attempt_id,
-                 sms.to_number, result.outcome, result.detail)
+    async def _send(self, sms: OutgoingSms, transport_name: str) -> None:
+        transport = self.transports.get(transport_name)
+        if transport is None:
+            result = SendResult("failed", f"transport {transport_name} is not configured on "
+                                          f"dispatcher {self.dispatcher.name}")
+        elif not transport.ready():
+            result = SendResult("failed", f"transport {transport_name} is not connected")
+        else:
+            try:
+                result = await transport.send(sms)
+            except Exception as exc:  # a transport bug must not kill the dispatcher
+                log.exception("transport %s failed on message %s", transport_name,
+                              sms.message_id)
+                result = SendResult("failed", f"transport error: {type(exc).__name__}: {exc}")
+        log.info("sms %s attempt %s to %s via %s: %s (%s)", sms.message_id, sms.attempt_id,
+                 sms.to_number, transport_name, result.outcome, result.detail)
         s = self.dispatcher.settings
         await self.record(
             queries.sms_messages.finish_send, attempt_id=sms.attempt_id,
@@ -215,15 +227,15 @@ class Dispatcher:
     """One dispatcher process: the SMS and voice workers, the LISTEN
     connection that wakes them, and the ARI connection they share."""
 
-    def __init__(self, settings: Settings, sms_transport: SmsTransport, ari: AriClient,
-                 name: str = "") -> None:
+    def __init__(self, settings: Settings, sms_transports: dict[str, SmsTransport],
+                 ari: AriClient, name: str = "") -> None:
         from .voice_calls import VoiceWorker  # voice builds on this module
 
         self.settings = settings
         self.name = name or settings.dispatcher_name or default_name()
         self.ari = ari
         self.pool: asyncpg.Pool | None = None
-        self.sms = SmsWorker(self, sms_transport)
+        self.sms = SmsWorker(self, sms_transports, settings.sms_transport)
         self.voice = VoiceWorker(self)
         self.workers: list[QueueWorker] = [self.sms, self.voice]
 
@@ -241,11 +253,12 @@ class Dispatcher:
         background = [
             asyncio.create_task(self.ari.run_events(
                 self.voice.on_event, background_stop, on_connect=self.voice.reconcile)),
-            asyncio.create_task(self.sms.transport.run(background_stop)),
+            *(asyncio.create_task(t.run(background_stop))
+              for t in self.sms.transports.values()),
             asyncio.create_task(self._housekeeping(listener, stop)),
         ]
-        log.info("dispatcher %s started (SMS via %s, ARI app %s)", self.name,
-                 self.sms.transport.name, self.ari.app)
+        log.info("dispatcher %s started (SMS via %s, default %s; ARI app %s)", self.name,
+                 ", ".join(self.sms.transports), self.sms.default, self.ari.app)
         try:
             await asyncio.gather(*(w.loop(stop) for w in self.workers))
         finally:

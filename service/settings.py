@@ -68,7 +68,15 @@ class Settings:
         metadata={"doc": "First retry delay after a failed attempt; doubles, at most 300 s."},
     )
     sms_transport: str = field(
-        default="ari", metadata={"doc": "SMS transport: `ari` (PJSIP MESSAGE via ARI)."}
+        default="ari-pjsip",
+        metadata={"doc": "Default SMS transport: `ari-pjsip` (SIP MESSAGE to the trunk via "
+                         "ARI) or `dongle-ami` (GSM modem via chan_dongle over AMI). "
+                         "An account may choose its own (`amivono keys transport`)."},
+    )
+    dongle_device: str = field(
+        default="",
+        metadata={"doc": "chan_dongle device for `dongle-ami` (empty: transport off). "
+                         "It is driven over the gateway's AMI (AMIVONO_AMI_*)."},
     )
     dispatcher_name: str = field(
         default="", metadata={"doc": "Name of this dispatcher (default: host-pid)."}
@@ -103,6 +111,9 @@ class Settings:
     max_voice_retries: int = field(
         default=5, metadata={"doc": "Largest `retries` a voice message may ask for."}
     )
+    fastagi_port: int = field(
+        default=4573, metadata={"doc": "FastAGI server port (loopback only: no auth)."}
+    )
     # --- gateway Asterisk ----------------------------------------------------
     ari_url: str = field(
         default="http://127.0.0.1:18088/ari", metadata={"doc": "Gateway Asterisk ARI base URL."}
@@ -112,6 +123,7 @@ class Settings:
     ari_app: str = field(
         default="amivono", metadata={"doc": "Stasis app name prefix (dispatcher name appended)."}
     )
+    ami_host: str = field(default="127.0.0.1", metadata={"doc": "Gateway AMI host."})
     ami_port: int = field(default=15038, metadata={"doc": "Gateway AMI port (loopback)."})
     ami_user: str = field(default="amivono", metadata={"doc": "AMI user."})
     ami_password: str = field(default="amivono-ami-secret", metadata={"doc": "AMI password."})

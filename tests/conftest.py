@@ -33,6 +33,7 @@ TEST_ENV = {
     "AMIVONO_CARRIER_HTTP_PORT": "28089",
     "AMIVONO_CARRIER_AMI_PORT": "25039",
     "AMIVONO_RUN_DIR": "/srv/amivono-test",
+    "AMIVONO_FASTAGI_PORT": "24573",
     "AMIVONO_SOUNDS_DIR": "/var/lib/amivono/sounds-test",
     "AMIVONO_LOG_LEVEL": "INFO",
 }

@@ -8,3 +8,8 @@ RETURNING id, name, rate_limit_per_hour;
 UPDATE accounts SET rate_limit_per_hour = :rate_limit_per_hour
 WHERE name = :name
 RETURNING id, name, rate_limit_per_hour;
+
+-- name: set_sms_transport^
+UPDATE accounts SET sms_transport = :sms_transport
+WHERE name = :name
+RETURNING id, name, sms_transport;

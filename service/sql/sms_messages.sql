@@ -47,7 +47,7 @@ SELECT 1 FROM sms_messages WHERE link_token = :token;
 -- have gone out) before it is sent again. Rows stopped meanwhile (canceled,
 -- clicked) just leave the queue: they come back with attempt_id NULL.
 WITH due AS (
-    SELECT id, lease_attempt_id, sent_count, repeat_total,
+    SELECT id, account_id, lease_attempt_id, sent_count, repeat_total,
            canceled_at, clicked_at, failed_at
     FROM sms_messages
     WHERE due_at <= now()
@@ -64,12 +64,13 @@ abandoned AS (
     RETURNING a.id
 ),
 attempts AS (
+    -- The account's own transport if it chose one, else the dispatcher's default.
     INSERT INTO sms_attempts (message_id, send_number, dispatcher, transport)
-    SELECT id, sent_count + 1, :dispatcher, :transport
-    FROM due
-    WHERE canceled_at IS NULL AND clicked_at IS NULL AND failed_at IS NULL
-      AND sent_count < repeat_total
-    RETURNING id, message_id, send_number
+    SELECT due.id, due.sent_count + 1, :dispatcher, coalesce(a.sms_transport, :transport)
+    FROM due JOIN accounts a ON a.id = due.account_id
+    WHERE due.canceled_at IS NULL AND due.clicked_at IS NULL AND due.failed_at IS NULL
+      AND due.sent_count < due.repeat_total
+    RETURNING id, message_id, send_number, transport
 )
 UPDATE sms_messages m
 SET lease_attempt_id = attempts.id,
@@ -79,7 +80,7 @@ SET lease_attempt_id = attempts.id,
 FROM due LEFT JOIN attempts ON attempts.message_id = due.id
 WHERE m.id = due.id
 RETURNING m.id, m.account_id, m.from_number, m.to_number, m.body,
-          attempts.id AS attempt_id, attempts.send_number;
+          attempts.id AS attempt_id, attempts.send_number, attempts.transport;
 
 -- name: finish_send^
 -- Records the outcome of an attempt and schedules what comes next: the next
