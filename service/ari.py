@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("ARI reconnect handler failed", exc_info=task.exception())
+
+
 class AriError(Exception):
     def __init__(self, status: int | None, message: str) -> None:
         super().__init__(f"ARI {status}: {message}" if status else f"ARI: {message}")
@@ -135,10 +140,9 @@ class AriClient:
                     backoff = 0.2
                     log.info("ARI events connected (app %s)", self.app)
                     if on_connect is not None:
-                        try:
-                            await on_connect()
-                        except Exception:
-                            log.exception("ARI reconnect handler failed")
+                        # In the background: events must flow while it runs.
+                        task = asyncio.ensure_future(on_connect())
+                        task.add_done_callback(_log_failure)
                     reader = asyncio.ensure_future(self._read(ws, handler))
                     stopper = asyncio.ensure_future(stop.wait())
                     await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)

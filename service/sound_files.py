@@ -13,7 +13,6 @@ import asyncio
 import io
 import os
 import re
-import shutil
 import struct
 import uuid
 from dataclasses import dataclass
@@ -137,7 +136,3 @@ def account_folder(sounds_dir: str, account_id: int) -> Path:
 
 def ensure_sounds_dir(sounds_dir: str) -> None:
     Path(sounds_dir).mkdir(parents=True, exist_ok=True)
-
-
-def wipe(sounds_dir: str) -> None:
-    shutil.rmtree(sounds_dir, ignore_errors=True)

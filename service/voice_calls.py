@@ -19,13 +19,13 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .ari import AriError
 from .queries import queries
 
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher, Job
 
-from .dispatcher import QueueWorker
+from .ari import AriClient, AriError
+from .dispatcher import QueueWorker, is_db_error
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,10 @@ CAUSES: dict[int, tuple[str, bool]] = {
 
 
 def channel_id_for(attempt_id: int) -> str:
-    return f"{CHANNEL_PREFIX}{attempt_id}"
-
-
-def attempt_id_of(channel_id: str) -> int | None:
-    if channel_id.startswith(CHANNEL_PREFIX) and channel_id[len(CHANNEL_PREFIX):].isdigit():
-        return int(channel_id[len(CHANNEL_PREFIX):])
-    return None
+    # Fixed width: Asterisk matched 'amivono-call-1' against an existing
+    # 'amivono-call-10' (a prefix) and refused the originate as a duplicate.
+    # Ids of one length are never prefixes of each other.
+    return f"{CHANNEL_PREFIX}{attempt_id:012d}"
 
 
 @dataclass(frozen=True)
@@ -119,7 +116,7 @@ class VoiceWorker(QueueWorker):
         self.calls: dict[str, Call] = {}
 
     @property
-    def ari(self):  # noqa: ANN201 (AriClient)
+    def ari(self) -> AriClient:
         return self.dispatcher.ari
 
     def ready(self) -> bool:
@@ -300,7 +297,9 @@ class VoiceWorker(QueueWorker):
         ids = [c.attempt_id for c in self.calls.values()]
         try:
             canceled = await queries.voice_messages.canceled_among(self.pool, attempt_ids=ids)
-        except Exception:
+        except Exception as exc:
+            if not is_db_error(exc):
+                raise
             return
         for attempt_id in canceled:
             self.cancel_requested(str(attempt_id))

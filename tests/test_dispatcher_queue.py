@@ -132,7 +132,8 @@ async def test_sigkill_mid_send_loses_nothing(client, auth, pool, carrier):
     try:
         await wait_for(lambda: "connected: sending" in victim.log(), 15, what="victim up")
         [message_id] = await create(client, auth, 1)
-        await wait_for(lambda: hung.connections > 0, 10, what="victim mid-send")
+        await wait_for(lambda: attempts(pool, [message_id]), 10, what="victim claimed it")
+        await asyncio.sleep(0.3)  # its request to Asterisk is hanging now
         victim.signal(signal.SIGKILL)
         assert victim.wait() == -signal.SIGKILL
         [attempt] = await attempts(pool, [message_id])
@@ -170,7 +171,8 @@ async def test_sigterm_finishes_the_send_in_flight_then_exits(client, auth, pool
     try:
         await wait_for(lambda: "connected: sending" in proc.log(), 15, what="dispatcher up")
         [message_id] = await create(client, auth, 1)
-        await wait_for(lambda: slow.connections > 0, 10, what="send in flight")
+        await wait_for(lambda: attempts(pool, [message_id]), 10, what="send claimed")
+        await asyncio.sleep(0.3)  # its request to Asterisk is in the slow proxy now
         proc.signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 20) == 0
     finally:

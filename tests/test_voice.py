@@ -4,6 +4,9 @@ hears the uploaded file, and every call ends in a truthful outcome."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -79,6 +82,9 @@ async def test_the_far_end_hears_the_uploaded_tone(client, auth, carrier, gatewa
 
     [heard_call] = await wait_for(lambda: calls_to(carrier, to), 5, what="carrier call log")
     assert heard_call["answered"] and heard_call["from"] == FROM
+    cli = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "service", "carrier", "calls"], capture_output=True, text=True)
+    assert json.dumps(heard_call) in cli.stdout.splitlines()
     heard = analyse(heard_call["recording"])
     assert heard.frequency == pytest.approx(1000, abs=3), heard
     assert heard.seconds == pytest.approx(2.0, abs=0.15), heard

@@ -1,0 +1,75 @@
+"""Voice capacity: one file played by 50 calls at once, and the in-flight cap."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from service.carrier import received_calls
+
+from .audio import analyse, tone
+from .conftest import start_dispatcher, wait_for
+
+FROM = "+46736265400"
+
+
+async def send_calls(client, auth, file: str, numbers: list[str]) -> list[int]:
+    async def one(number: str) -> int:
+        response = await client.post("/messages/voice", headers=auth,
+                                     json={"from": FROM, "to": number, "file": file})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+    return list(await asyncio.gather(*(one(n) for n in numbers)))
+
+
+async def all_final(pool, ids: list[int]) -> bool:
+    return await pool.fetchval(
+        "SELECT count(*) FROM voice_messages WHERE id = ANY($1::bigint[]) "
+        "AND finished_at IS NOT NULL", ids) == len(ids)
+
+
+async def test_fifty_calls_play_the_same_file_at_once(client, auth, pool, carrier, db,
+                                                      sandbox):
+    proc = start_dispatcher(f"fifty-{time.time_ns()}", AMIVONO_CALLS_PER_SECOND="100")
+    try:
+        await wait_for(lambda: "voice: connected" in proc.log(), 15, what="dispatcher")
+        await client.put("/files/shared.wav", content=tone(850, 3.0, rate=8000), headers=auth)
+        numbers = [f"+4673640{i:04d}" for i in range(50)]
+        ids = await send_calls(client, auth, "shared.wav", numbers)
+        await wait_for(lambda: all_final(pool, ids), 60, interval=0.2, what="50 calls")
+    finally:
+        proc.stop()
+    rows = await pool.fetch("SELECT outcome, answered_at, ended_at FROM voice_messages "
+                            "WHERE id = ANY($1::bigint[])", ids)
+    assert [r["outcome"] for r in rows] == ["completed"] * 50
+    # They really overlapped: all 50 were in their call within one file length.
+    assert max(r["answered_at"] for r in rows) < min(r["ended_at"] for r in rows)
+    for number in numbers:
+        [heard_call] = await wait_for(
+            lambda n=number: [c for c in received_calls(carrier) if c["to"] == n], 10)
+        heard = analyse(heard_call["recording"])
+        assert heard.frequency == pytest.approx(850, abs=3), (number, heard)
+        assert heard.seconds == pytest.approx(3.0, abs=0.15), (number, heard)
+
+
+async def test_calls_in_flight_never_exceed_the_cap(client, auth, pool, db, sandbox):
+    proc = start_dispatcher(f"capped-{time.time_ns()}", AMIVONO_CALLS_PER_DISPATCHER="2")
+    try:
+        await wait_for(lambda: "voice: connected" in proc.log(), 15, what="dispatcher")
+        await client.put("/files/short.wav", content=tone(850, 1.0, rate=8000), headers=auth)
+        ids = await send_calls(client, auth, "short.wav",
+                               [f"+4673641{i:04d}" for i in range(6)])
+        await wait_for(lambda: all_final(pool, ids), 60, interval=0.2, what="6 calls")
+    finally:
+        proc.stop()
+    spans = await pool.fetch("SELECT started_at, finished_at FROM voice_attempts "
+                             "WHERE message_id = ANY($1::bigint[])", ids)
+    events = sorted([(s["started_at"], 1) for s in spans] + [(s["finished_at"], -1)
+                                                           for s in spans])
+    in_flight, peak = 0, 0
+    for _, step in events:
+        in_flight += step
+        peak = max(peak, in_flight)
+    assert peak == 2
