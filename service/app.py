@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import database, file_routes, sms_routes, voice_routes
+from . import database, file_routes, openapi, sms_routes, voice_routes
 from .http_errors import ApiError, handle_api_error, handle_http_exception
 from .http_json import JSON, authenticated
 from .queue_signal import DueNotifier
@@ -60,6 +60,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/files/{name}", authenticated(files.delete_file), methods=["DELETE"]),
         Route(link_route_path(settings), sms.open_link, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi.spec_json, methods=["GET"]),
+        Route("/docs", openapi.docs_page, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -18,23 +18,26 @@ import httpx
 import pytest
 
 # Ports and folders apart from the demo's, so tests run beside a running demo.
+# AMIVONO_TEST_SLOT=N (0 to 3) moves them all, so several suites can run at once.
+SLOT = int(os.environ.get("AMIVONO_TEST_SLOT", "0"))
+_P = SLOT * 100
 TEST_ENV = {
-    "AMIVONO_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/amivono_test",
-    "AMIVONO_API_PORT": "28080",
-    "AMIVONO_PUBLIC_BASE_URL": "http://127.0.0.1:28080",
-    "AMIVONO_LINK_BASE_URL": "http://127.0.0.1:28080/l",
+    "AMIVONO_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/amivono_test{SLOT or ''}",
+    "AMIVONO_API_PORT": str(28080 + _P),
+    "AMIVONO_PUBLIC_BASE_URL": f"http://127.0.0.1:{28080 + _P}",
+    "AMIVONO_LINK_BASE_URL": f"http://127.0.0.1:{28080 + _P}/l",
     "AMIVONO_MINUTE_SECONDS": "1",
     "AMIVONO_POLL_SECONDS": "0.5",
-    "AMIVONO_ARI_URL": "http://127.0.0.1:28088/ari",
-    "AMIVONO_HTTP_PORT": "28088",
-    "AMIVONO_SIP_PORT": "25060",
-    "AMIVONO_AMI_PORT": "25038",
-    "AMIVONO_TRUNK_PORT": "25070",
-    "AMIVONO_CARRIER_HTTP_PORT": "28089",
-    "AMIVONO_CARRIER_AMI_PORT": "25039",
-    "AMIVONO_RUN_DIR": "/srv/amivono-test",
-    "AMIVONO_FASTAGI_PORT": "24573",
-    "AMIVONO_SOUNDS_DIR": "/var/lib/amivono/sounds-test",
+    "AMIVONO_ARI_URL": f"http://127.0.0.1:{28088 + _P}/ari",
+    "AMIVONO_HTTP_PORT": str(28088 + _P),
+    "AMIVONO_SIP_PORT": str(25060 + _P),
+    "AMIVONO_AMI_PORT": str(25038 + _P),
+    "AMIVONO_TRUNK_PORT": str(25070 + _P),
+    "AMIVONO_CARRIER_HTTP_PORT": str(28089 + _P),
+    "AMIVONO_CARRIER_AMI_PORT": str(25039 + _P),
+    "AMIVONO_RUN_DIR": f"/srv/amivono-test{SLOT or ''}",
+    "AMIVONO_FASTAGI_PORT": str(24573 + _P),
+    "AMIVONO_SOUNDS_DIR": f"/var/lib/amivono/sounds-test{SLOT or ''}",
     "AMIVONO_LOG_LEVEL": "INFO",
 }
 os.environ.update(TEST_ENV)
@@ -45,7 +48,7 @@ from service.asterisk_sandbox import Instance, instances  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 API = f"http://127.0.0.1:{TEST_ENV['AMIVONO_API_PORT']}"
-LOG_DIR = Path(os.environ.get("AMIVONO_TEST_LOGS", "/tmp/amivono-test-logs"))
+LOG_DIR = Path(os.environ.get("AMIVONO_TEST_LOGS", f"/tmp/amivono-test-logs{SLOT or ''}"))
 
 
 async def wait_for(
@@ -112,8 +115,9 @@ def settings() -> Settings:
 async def db(settings: Settings) -> AsyncIterator[str]:
     """A fresh test database with the schema applied."""
     admin = await asyncpg.connect(settings.database_url.rsplit("/", 1)[0] + "/postgres")
-    await admin.execute("DROP DATABASE IF EXISTS amivono_test WITH (FORCE)")
-    await admin.execute("CREATE DATABASE amivono_test")
+    name = settings.database_url.rsplit("/", 1)[1]
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     await database.migrate(settings.database_url)
     yield settings.database_url

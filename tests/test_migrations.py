@@ -11,13 +11,16 @@ import asyncpg
 
 from service.database import migration_files
 
-DSN = "postgresql://postgres@127.0.0.1:5432/amivono_migrate_test"
+from .conftest import SLOT
+
+NAME = f"amivono_migrate_test{SLOT or ''}"
+DSN = f"postgresql://postgres@127.0.0.1:5432/{NAME}"
 
 
 async def test_several_processes_migrating_at_once_apply_each_migration_once(db):
     admin = await asyncpg.connect(db.rsplit("/", 1)[0] + "/postgres")
-    await admin.execute("DROP DATABASE IF EXISTS amivono_migrate_test WITH (FORCE)")
-    await admin.execute("CREATE DATABASE amivono_migrate_test")
+    await admin.execute(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)")
+    await admin.execute(f"CREATE DATABASE {NAME}")
     try:
         env = {**os.environ, "AMIVONO_DATABASE_URL": DSN}
         procs = [
@@ -44,5 +47,5 @@ async def test_several_processes_migrating_at_once_apply_each_migration_once(db)
         finally:
             await conn.close()
     finally:
-        await admin.execute("DROP DATABASE IF EXISTS amivono_migrate_test WITH (FORCE)")
+        await admin.execute(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)")
         await admin.close()

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from .conftest import Proc, wait_healthy
+from .conftest import TEST_ENV, Proc, wait_healthy
 
 HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-used", "x-ratelimit-reset")
 GOOD = {"from": "+46736265400", "to": "+46736265449", "message": "Hi"}
@@ -42,14 +42,15 @@ async def test_limit_holds_across_two_api_processes(pool, new_key, api):
         account,
         key.encode(),
     )
-    second = Proc("api-second", "api", env={"AMIVONO_API_PORT": "28081"})
+    port = int(TEST_ENV["AMIVONO_API_PORT"]) + 1
+    second = Proc("api-second", "api", env={"AMIVONO_API_PORT": str(port)})
     try:
-        await wait_healthy("http://127.0.0.1:28081", second)
+        await wait_healthy(f"http://127.0.0.1:{port}", second)
         headers = {"Authorization": f"Bearer {key}"}
         statuses = []
         async with httpx.AsyncClient(headers=headers) as c:
             for i in range(14):
-                base = api if i % 2 == 0 else "http://127.0.0.1:28081"
+                base = api if i % 2 == 0 else f"http://127.0.0.1:{port}"
                 response = await c.get(f"{base}/messages/sms")
                 statuses.append(response.status_code)
                 last = response

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from .conftest import TEST_ENV
+
 GOOD = {"from": "+46736265400", "to": "+46736265449", "message": "Hi"}
-# " " + "http://127.0.0.1:28080/l/" + 11-character token
-LINK_COST = 1 + len("http://127.0.0.1:28080/l/") + 11
+
+# " " + "<link base>/" + 11-character token
+LINK_COST = 1 + len(TEST_ENV["AMIVONO_LINK_BASE_URL"] + "/") + 11
 
 
 def field_errors(response) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ import httpx
 from service.asterisk_sandbox import Instance
 from service.carrier import received_sms
 
-from .conftest import wait_for
+from .conftest import API, wait_for
 
 PHONE_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
@@ -44,11 +44,11 @@ async def test_spec_example_repeats_until_the_link_is_clicked(
     response = await client.post("/messages/sms", json=SPEC, headers=auth)
     assert response.status_code == 201, response.text
     sms = response.json()
-    assert response.headers["location"] == f"http://127.0.0.1:28080/messages/sms/{sms['id']}"
+    assert response.headers["location"] == f"{API}/messages/sms/{sms['id']}"
     assert response.headers["x-ratelimit-limit"] == "5000"
     assert response.headers["x-ratelimit-remaining"] == "4999"
     assert sms["from"] == SPEC["from"] and sms["to"] == SPEC["to"]
-    assert sms["message"].startswith("This is an sms message. http://127.0.0.1:28080/l/")
+    assert sms["message"].startswith(f"This is an sms message. {API}/l/")
     assert sms["repeat"] == 9 and sms["repeat_interval"] == 1
     assert sms["last_sent_at"] is None and sms["status"] == "queued"
     assert sms["created_at"].endswith("Z") and sms["encoding"] == "GSM-7"
