@@ -6,13 +6,16 @@ import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import database, file_routes, openapi, sms_routes, voice_routes
+from . import database, file_routes, metrics, openapi, sms_routes, voice_routes
 from .http_errors import ApiError, handle_api_error, handle_http_exception
 from .http_json import JSON, authenticated
 from .queue_signal import DueNotifier
@@ -22,6 +25,62 @@ from .sound_files import ensure_sounds_dir
 
 async def healthz(request: Request) -> Response:
     return JSON({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when PostgreSQL answers and the gateway Asterisk's ARI does."""
+    state = request.app.state
+    settings: Settings = state.settings
+    checks: dict[str, str] = {}
+    try:
+        await state.pool.fetchval("SELECT 1", timeout=2)
+        checks["postgres"] = "ok"
+    except Exception as exc:  # any failure is "not ready", with its reason
+        checks["postgres"] = f"{type(exc).__name__}: {exc}"
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            answer = await client.get(f"{settings.ari_url.rstrip('/')}/asterisk/ping",
+                                      auth=(settings.ari_user, settings.ari_password))
+        answer.raise_for_status()
+        checks["asterisk"] = "ok"
+    except httpx.HTTPError as exc:
+        checks["asterisk"] = f"{type(exc).__name__}: {exc}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSON({"status": "ready" if ready else "not ready", "checks": checks},
+                status_code=200 if ready else 503)
+
+
+async def metrics_page(request: Request) -> Response:
+    await metrics.refresh_queue(request.app.state.pool)
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
+class CountAccepted:
+    """Counts messages the API accepted (201 on POST /messages/*, not replays)."""
+
+    KINDS = {"/messages/sms": "sms", "/messages/voice": "voice"}
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = None
+        if scope["type"] == "http" and scope["method"] == "POST":
+            kind = self.KINDS.get(scope["path"])
+        if kind is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 201:
+                replayed = any(k.lower() == b"idempotent-replayed"
+                               for k, _ in message.get("headers", []))
+                if not replayed:
+                    metrics.ACCEPTED.labels(kind).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
 
 
 def link_route_path(settings: Settings) -> str:
@@ -60,12 +119,15 @@ def create_app(settings: Settings) -> Starlette:
         Route("/files/{name}", authenticated(files.delete_file), methods=["DELETE"]),
         Route(link_route_path(settings), sms.open_link, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
         Route("/openapi.json", openapi.spec_json, methods=["GET"]),
         Route("/docs", openapi.docs_page, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(CountAccepted)],
         exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
     )
     app.state.settings = settings

@@ -21,12 +21,10 @@ def _settings() -> Settings:
 
 
 def _logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("AMIVONO_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # One line per ARI request drowns the dispatcher's own lines.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from .log_format import configure
+
+    settings = _settings()
+    configure(settings.log_level, settings.log_format)
 
 
 def _stop_event() -> asyncio.Event:

@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from prometheus_client import start_http_server
 
-from . import database
+from . import database, metrics
 from .ari import AriClient
 from .queries import queries
 from .queue_signal import CANCEL_CHANNEL, CHANNEL, Listener
@@ -192,15 +193,16 @@ class SmsWorker(QueueWorker):
             self.pool, limit=limit, dispatcher=self.dispatcher.name, transport=self.default,
             lease_seconds=float(self.dispatcher.settings.lease_seconds))
         jobs: list[Job] = []
+        claimed = time.monotonic()
         for row in rows:
             if row["attempt_id"] is None:
                 continue  # stopped while leased: it only left the queue
             sms = OutgoingSms(row["id"], row["attempt_id"], row["from_number"],
                               row["to_number"], row["body"])
-            jobs.append(lambda sms=sms, name=row["transport"]: self._send(sms, name))
+            jobs.append(lambda sms=sms, name=row["transport"]: self._send(sms, name, claimed))
         return len(rows), jobs
 
-    async def _send(self, sms: OutgoingSms, transport_name: str) -> None:
+    async def _send(self, sms: OutgoingSms, transport_name: str, claimed: float) -> None:
         transport = self.transports.get(transport_name)
         if transport is None:
             result = SendResult("failed", f"transport {transport_name} is not configured on "
@@ -214,8 +216,12 @@ class SmsWorker(QueueWorker):
                 log.exception("transport %s failed on message %s", transport_name,
                               sms.message_id)
                 result = SendResult("failed", f"transport error: {type(exc).__name__}: {exc}")
+        metrics.CLAIM_TO_SEND.labels("sms").observe(time.monotonic() - claimed)
+        metrics.SENDS.labels("sms", result.outcome).inc()
         log.info("sms %s attempt %s to %s via %s: %s (%s)", sms.message_id, sms.attempt_id,
-                 sms.to_number, transport_name, result.outcome, result.detail)
+                 sms.to_number, transport_name, result.outcome, result.detail,
+                 extra={"message_id": sms.message_id, "attempt_id": sms.attempt_id,
+                        "kind": "sms"})
         s = self.dispatcher.settings
         await self.record(
             queries.sms_messages.finish_send, attempt_id=sms.attempt_id,
@@ -257,6 +263,8 @@ class Dispatcher:
               for t in self.sms.transports.values()),
             asyncio.create_task(self._housekeeping(listener, stop)),
         ]
+        if s.metrics_port:
+            start_http_server(s.metrics_port, addr="127.0.0.1")
         log.info("dispatcher %s started (SMS via %s, default %s; ARI app %s)", self.name,
                  ", ".join(self.sms.transports), self.sms.default, self.ari.app)
         try:
@@ -275,6 +283,13 @@ class Dispatcher:
         last_purge = 0.0
         while not stop.is_set():
             await listener.ensure()
+            if self.settings.metrics_port:
+                try:
+                    assert self.pool is not None
+                    await metrics.refresh_queue(self.pool)
+                except Exception as exc:
+                    if not is_db_error(exc):
+                        raise
             if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
                 last_purge = time.monotonic()
                 try:

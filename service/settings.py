@@ -28,6 +28,15 @@ class Settings:
         default="http://127.0.0.1:8080/l",
         metadata={"doc": "Base of the tracked link appended to repeated SMS."},
     )
+    log_level: str = field(default="INFO", metadata={"doc": "Log level."})
+    log_format: str = field(
+        default="json", metadata={"doc": "`json` (one object per line) or `text`."}
+    )
+    metrics_port: int = field(
+        default=0,
+        metadata={"doc": "A dispatcher's own Prometheus port on loopback (0: none; the "
+                         "API serves /metrics, and `amivono run` shares it)."},
+    )
     # --- API ----------------------------------------------------------------
     api_host: str = field(default="127.0.0.1", metadata={"doc": "API bind address."})
     api_port: int = field(default=8080, metadata={"doc": "API port."})

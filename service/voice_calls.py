@@ -24,6 +24,7 @@ from .queries import queries
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher, Job
 
+from . import metrics
 from .ari import AriClient, AriError
 from .dispatcher import QueueWorker, is_db_error
 
@@ -114,6 +115,7 @@ class VoiceWorker(QueueWorker):
         s = dispatcher.settings
         super().__init__(dispatcher, s.calls_per_dispatcher, s.calls_per_second)
         self.calls: dict[str, Call] = {}
+        self._connected_before = False
 
     @property
     def ari(self) -> AriClient:
@@ -157,6 +159,8 @@ class VoiceWorker(QueueWorker):
             await self._finish(call, CallEnd("failed", None, None, "number is not E.164", False))
             return
         self.calls[call.channel_id] = call  # before originate: events may come first
+        metrics.CALLS_IN_FLIGHT.set(len(self.calls))
+        claimed = asyncio.get_running_loop().time()
         try:
             try:
                 # One readable line per call on the gateway console.
@@ -173,12 +177,15 @@ class VoiceWorker(QueueWorker):
                         "failed", None, None, f"originate refused: {exc}", exc.retryable))
                     return
             call.placed = True
+            metrics.CLAIM_TO_SEND.labels("voice").observe(
+                asyncio.get_running_loop().time() - claimed)
             if call.canceled:
                 await self._hangup(call)
             end = await self._await_end(call)
             await self._finish(call, end)
         finally:
             self.calls.pop(call.channel_id, None)
+            metrics.CALLS_IN_FLIGHT.set(len(self.calls))
 
     async def _await_end(self, call: Call) -> CallEnd:
         """Wait for the channel to go, with timers of our own in case no event comes."""
@@ -215,8 +222,11 @@ class VoiceWorker(QueueWorker):
                 log.warning("hangup of %s failed: %s", call.channel_id, exc)
 
     async def _finish(self, call: Call, end: CallEnd) -> None:
+        metrics.SENDS.labels("voice", end.outcome).inc()
         log.info("voice %s attempt %s to %s: %s (%s, cause %s)", call.message_id,
-                 call.attempt_id, call.to, end.outcome, end.detail, end.cause_code)
+                 call.attempt_id, call.to, end.outcome, end.detail, end.cause_code,
+                 extra={"message_id": call.message_id, "attempt_id": call.attempt_id,
+                        "kind": "voice"})
         s = self.dispatcher.settings
         await self.record(
             queries.voice_messages.finish_call, attempt_id=call.attempt_id,
@@ -264,7 +274,10 @@ class VoiceWorker(QueueWorker):
     async def reconcile(self) -> None:
         """After a (re)connection: a call whose channel Asterisk no longer has
         ended while we were not listening (Asterisk restarted, or the line
-        dropped); one answered meanwhile has not started playing yet."""
+        dropped)."""
+        if self._connected_before:
+            metrics.ARI_RECONNECTS.inc()
+        self._connected_before = True
         try:
             alive = await self.ari.channel_ids()
         except AriError as exc:

@@ -1,0 +1,45 @@
+"""Prometheus metrics of one process (API, dispatcher, or both in `amivono run`).
+
+Counters and histograms live in the process that sees the event; the queue's
+depth is read from PostgreSQL when /metrics is scraped, so any process shows
+the whole queue.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from .queries import queries
+
+ACCEPTED = Counter("amivono_messages_accepted_total",
+                   "Messages accepted by the API (201, replays not counted)", ["kind"])
+SENDS = Counter("amivono_sends_total", "Finished send attempts by outcome",
+                ["kind", "outcome"])
+CLAIM_TO_SEND = Histogram(
+    "amivono_claim_to_send_seconds",
+    "From the claim to the hand-off to Asterisk (SMS: sent; voice: call placed)",
+    ["kind"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+CALLS_IN_FLIGHT = Gauge("amivono_calls_in_flight", "Voice calls this dispatcher is handling")
+ARI_RECONNECTS = Counter("amivono_ari_reconnects_total",
+                         "ARI event WebSocket connections after the first")
+QUEUE = Gauge("amivono_queue_depth", "Work in the queue (whole database)", ["kind", "state"])
+IN_FLIGHT_ATTEMPTS = Gauge("amivono_attempts_in_flight",
+                           "Attempts started and not finished (all dispatchers)", ["kind"])
+
+
+async def refresh_queue(pool: asyncpg.Pool) -> None:
+    for row in await queries.metrics.queue_depth(pool):
+        QUEUE.labels(row["kind"], row["state"]).set(row["count"])
+        if row["state"] == "in_flight":
+            IN_FLIGHT_ATTEMPTS.labels(row["kind"]).set(row["count"])
+
+
+def exposition() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
