@@ -215,6 +215,94 @@ def cmd_carrier_calls(args: argparse.Namespace) -> None:
         print(json.dumps(call, ensure_ascii=False))
 
 
+def _operate(work):  # noqa: ANN001, ANN202 (an async function of an Operator)
+    from .operator_commands import Operator
+
+    async def go():  # noqa: ANN202
+        async with Operator(_settings()) as op:
+            return await work(op)
+
+    return asyncio.run(go())
+
+
+def cmd_keys_list(args: argparse.Namespace) -> None:
+    from .operator_commands import emit
+
+    emit(_operate(lambda op: op.keys()), args.json,
+         ["id", "account", "prefix", "created_at", "revoked_at", "rate_limit_per_hour",
+          "sms_transport"])
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    if not _operate(lambda op: op.revoke(args.id)):
+        raise SystemExit(f"no live key {args.id}")
+    print(f"key {args.id} revoked")
+
+
+def cmd_messages_list(args: argparse.Namespace) -> None:
+    from .operator_commands import columns_for, emit
+
+    rows = _operate(lambda op: op.messages(args.kind, args.account, args.limit))
+    emit(rows, args.json, list(columns_for(args.kind)))
+
+
+def cmd_messages_show(args: argparse.Namespace) -> None:
+    from .operator_commands import emit
+
+    found = _operate(lambda op: op.message(args.kind, args.id))
+    if found is None:
+        raise SystemExit(f"no {args.kind} message {args.id}")
+    emit(found, args.json)
+
+
+def cmd_messages_cancel(args: argparse.Namespace) -> None:
+    from .operator_commands import emit
+
+    found = _operate(lambda op: op.cancel(args.kind, args.id))
+    if found is None:
+        raise SystemExit(f"no {args.kind} message {args.id}")
+    emit(found, args.json)
+    if found["status"] != "canceled":
+        raise SystemExit(f"{args.kind} message {args.id} is {found['status']}: "
+                         "nothing left to cancel")
+
+
+def cmd_files_list(args: argparse.Namespace) -> None:
+    from .operator_commands import emit
+
+    emit(_operate(lambda op: op.files(args.account)), args.json,
+         ["account", "name", "duration", "size", "source_format", "formats", "updated_at"])
+
+
+def cmd_files_upload(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .operator_commands import upload_file
+
+    settings = _settings()
+    key = args.key or os.environ.get("AMIVONO_KEY")
+    if not key:
+        raise SystemExit("give --key or set AMIVONO_KEY: the file goes to that key's account")
+    response = asyncio.run(upload_file(args.api or settings.public_base_url, key, args.name,
+                                       Path(args.path), progress=not args.json))
+    if response.status_code >= 400:
+        raise SystemExit(f"upload refused ({response.status_code}): {response.text}")
+    if args.json:
+        print(response.text)
+    else:
+        info = response.json()
+        print(f"{info['name']}: {info['duration']} s, converted to {', '.join(info['formats'])}")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from .operator_commands import emit
+
+    report = _operate(lambda op: op.status())
+    emit(report, args.json)
+    if report.get("postgres") != "ok" or not str(report.get("asterisk", "")).startswith("ok"):
+        raise SystemExit(1)
+
+
 def cmd_settings(args: argparse.Namespace) -> None:
     for name, value, doc in _settings().describe():
         print(f"{name}={value}\n    {doc}")
@@ -246,10 +334,50 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("account")
     p.add_argument("per_hour", type=int)
     p.set_defaults(func=cmd_keys_rate_limit)
+    p = keys.add_parser("list", help="every key, its account and limits")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("revoke", help="revoke key ID (from `keys list`)")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_keys_revoke)
     p = keys.add_parser("transport", help="set ACCOUNT's SMS transport")
     p.add_argument("account")
     p.add_argument("transport", choices=["ari-pjsip", "dongle-ami", "default"])
     p.set_defaults(func=cmd_keys_transport)
+
+    messages = sub.add_parser("messages", help="SMS and voice messages").add_subparsers(
+        dest="messages_command", required=True)
+    for name, func, helptext in (("list", cmd_messages_list, "newest first"),
+                                 ("show", cmd_messages_show, "one, with its attempts"),
+                                 ("cancel", cmd_messages_cancel, "cancel what is to come")):
+        p = messages.add_parser(name, help=helptext)
+        p.add_argument("--voice", dest="kind", action="store_const", const="voice",
+                       default="sms", help="voice messages (default: SMS)")
+        p.add_argument("--json", action="store_true")
+        if name == "list":
+            p.add_argument("--account")
+            p.add_argument("--limit", type=int, default=20)
+        else:
+            p.add_argument("id", type=int)
+        p.set_defaults(func=func)
+
+    files = sub.add_parser("files", help="sound files").add_subparsers(
+        dest="files_command", required=True)
+    p = files.add_parser("list", help="every account's files, or one account's")
+    p.add_argument("--account")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_files_list)
+    p = files.add_parser("upload", help="upload PATH as NAME through the API")
+    p.add_argument("name")
+    p.add_argument("path")
+    p.add_argument("--key", help="API key of the account (or AMIVONO_KEY)")
+    p.add_argument("--api", help="API base URL (default AMIVONO_PUBLIC_BASE_URL)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_files_upload)
+
+    p = sub.add_parser("status", help="queue depth, calls in flight, Postgres and Asterisk")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("asterisk", help="the sandbox's Asterisk instances")
     p.add_argument("action", choices=["up", "down", "status", "console"])

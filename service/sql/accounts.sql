@@ -13,3 +13,6 @@ RETURNING id, name, rate_limit_per_hour;
 UPDATE accounts SET sms_transport = :sms_transport
 WHERE name = :name
 RETURNING id, name, sms_transport;
+
+-- name: id_by_name$
+SELECT id FROM accounts WHERE name = :name;

@@ -10,7 +10,8 @@ FROM api_keys k JOIN accounts a ON a.id = k.account_id
 WHERE k.key_hash = :key_hash AND k.revoked_at IS NULL;
 
 -- name: list_keys
-SELECT k.id, a.name AS account, k.prefix, k.created_at, k.revoked_at
+SELECT k.id, a.name AS account, k.prefix, k.created_at, k.revoked_at,
+       a.rate_limit_per_hour, a.sms_transport
 FROM api_keys k JOIN accounts a ON a.id = k.account_id
 ORDER BY k.id;
 

@@ -117,3 +117,16 @@ RETURNING m.id, m.due_at;
 -- How long the dispatcher may sleep: until the next due send or lease expiry.
 SELECT extract(epoch FROM min(due_at) - now())::float8
 FROM sms_messages WHERE due_at IS NOT NULL;
+
+-- name: admin_list
+-- For the operator's CLI: newest first, every account or one.
+SELECT v.*, a.name AS account
+FROM sms_message_view v JOIN accounts a ON a.id = v.account_id
+WHERE (:account::text IS NULL OR a.name = :account)
+ORDER BY v.id DESC
+LIMIT :limit;
+
+-- name: admin_get^
+SELECT v.*, a.name AS account
+FROM sms_message_view v JOIN accounts a ON a.id = v.account_id
+WHERE v.id = :id;

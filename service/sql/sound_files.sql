@@ -30,3 +30,9 @@ SELECT * FROM sound_files WHERE account_id = :account_id ORDER BY name;
 
 -- name: delete!
 DELETE FROM sound_files WHERE id = :id;
+
+-- name: admin_list
+SELECT f.*, a.name AS account
+FROM sound_files f JOIN accounts a ON a.id = f.account_id
+WHERE (:account::text IS NULL OR a.name = :account)
+ORDER BY a.name, f.name;

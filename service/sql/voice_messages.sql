@@ -144,3 +144,15 @@ LIMIT 1;
 
 -- name: mark_heard!
 UPDATE voice_messages SET heard_at = now(), updated_at = now() WHERE id = :id;
+
+-- name: admin_list
+SELECT v.*, a.name AS account
+FROM voice_message_view v JOIN accounts a ON a.id = v.account_id
+WHERE (:account::text IS NULL OR a.name = :account)
+ORDER BY v.id DESC
+LIMIT :limit;
+
+-- name: admin_get^
+SELECT v.*, a.name AS account
+FROM voice_message_view v JOIN accounts a ON a.id = v.account_id
+WHERE v.id = :id;

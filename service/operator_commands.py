@@ -1,0 +1,191 @@
+"""The operator's commands: keys, messages, files and status, straight on the
+database (an operator sees every account), except file uploads, which go
+through the API so the file is converted where the sounds live."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from . import database
+from .queries import queries
+from .queue_signal import notify_cancel
+from .settings import Settings
+from .sms_messages import render as render_sms
+from .voice_messages import render as render_voice
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A plain-text table, for people; scripts use --json."""
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, datetime):
+            return value.strftime("%Y-%m-%d %H:%M:%S")
+        text = str(value).replace("\n", " ")
+        return text if len(text) <= 48 else text[:45] + "..."
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def emit(data: Any, as_json: bool, columns: Sequence[str] | None = None) -> None:
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False, default=str, indent=None))
+    elif columns is not None:
+        print(table(data, columns))
+    else:
+        for key, value in data.items():
+            if key != "attempts":
+                print(f"{key:>16}: {'-' if value is None else value}")
+        if data.get("attempts"):
+            print()
+            cols = [c for c in ("id", "send_number", "dispatcher", "transport", "started_at",
+                                "finished_at", "outcome", "cause", "detail")
+                    if c in data["attempts"][0]]
+            print(table(data["attempts"], cols))
+
+
+class Operator:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+
+    async def __aenter__(self) -> Operator:
+        self._pool = await database.create_pool(self.settings.database_url, min_size=1,
+                                                max_size=2)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None
+        return self._pool
+
+    # --- keys -----------------------------------------------------------------
+
+    async def keys(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await queries.api_keys.list_keys(self.pool)]
+
+    async def revoke(self, key_id: int) -> bool:
+        return await queries.api_keys.revoke_key(self.pool, id=key_id) is not None
+
+    # --- messages -------------------------------------------------------------
+
+    async def messages(self, kind: str, account: str | None, limit: int) -> list[dict[str, Any]]:
+        table_queries = queries.sms_messages if kind == "sms" else queries.voice_messages
+        render = render_sms if kind == "sms" else render_voice
+        rows = await table_queries.admin_list(self.pool, account=account, limit=limit)
+        return [{"account": r["account"], **render(r, self.settings)} for r in rows]
+
+    async def message(self, kind: str, message_id: int) -> dict[str, Any] | None:
+        if kind == "sms":
+            row = await queries.sms_messages.admin_get(self.pool, id=message_id)
+            attempts = await queries.sms_attempts.list_for_message(self.pool,
+                                                                    message_id=message_id)
+            render = render_sms
+        else:
+            row = await queries.voice_messages.admin_get(self.pool, id=message_id)
+            attempts = await queries.voice_attempts.list_for_message(self.pool,
+                                                                      message_id=message_id)
+            render = render_voice
+        if row is None:
+            return None
+        return {"account": row["account"], **render(row, self.settings, list(attempts))}
+
+    async def cancel(self, kind: str, message_id: int) -> dict[str, Any] | None:
+        found = await self.message(kind, message_id)
+        if found is None:
+            return None
+        account_id = await queries.accounts.id_by_name(self.pool, name=found["account"])
+        if kind == "sms":
+            await queries.sms_messages.cancel(self.pool, id=message_id, account_id=account_id)
+        else:
+            row = await queries.voice_messages.cancel(self.pool, id=message_id,
+                                                      account_id=account_id)
+            if row is not None and row["lease_attempt_id"] is not None:
+                await notify_cancel(self.pool, row["lease_attempt_id"])
+        return await self.message(kind, message_id)
+
+    # --- files ----------------------------------------------------------------
+
+    async def files(self, account: str | None) -> list[dict[str, Any]]:
+        rows = await queries.sound_files.admin_list(self.pool, account=account)
+        return [{"account": r["account"], "name": r["name"], "duration": r["duration_ms"] / 1000,
+                 "size": r["size_bytes"], "source_format": r["source_format"],
+                 "formats": ",".join(r["formats"]), "updated_at": r["updated_at"]}
+                for r in rows]
+
+    # --- status ---------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            depth = await queries.metrics.queue_depth(self.pool)
+            out["postgres"] = "ok"
+            for row in depth:
+                out[f"{row['kind']}_{row['state']}"] = row["count"]
+        except (OSError, asyncpg.PostgresError) as exc:
+            out["postgres"] = f"{type(exc).__name__}: {exc}"
+        s = self.settings
+        try:
+            async with httpx.AsyncClient(timeout=3) as client:
+                answer = await client.get(f"{s.ari_url.rstrip('/')}/asterisk/info",
+                                          auth=(s.ari_user, s.ari_password))
+            answer.raise_for_status()
+            out["asterisk"] = "ok: " + answer.json()["system"]["version"]
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            out["asterisk"] = f"{type(exc).__name__}: {exc}"
+        return out
+
+
+async def upload_file(api: str, key: str, name: str, path: Path,
+                      progress: bool = True) -> httpx.Response:
+    """PUT the file to the API, streaming it with a progress bar on stderr."""
+    size = path.stat().st_size  # noqa: ASYNC240 (a CLI with nothing else to do)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        sent = 0
+        started = time.monotonic()
+        with path.open("rb") as f:  # noqa: ASYNC240
+            while chunk := f.read(64 * 1024):
+                sent += len(chunk)
+                if progress:
+                    _bar(sent, size, time.monotonic() - started)
+                yield chunk
+        if progress:
+            print(file=sys.stderr)
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        return await client.put(
+            f"{api.rstrip('/')}/files/{name}", content=chunks(),
+            headers={"Authorization": f"Bearer {key}", "Content-Length": str(size)})
+
+
+def _bar(done: int, total: int, elapsed: float) -> None:
+    width = 30
+    filled = int(width * done / total) if total else width
+    rate = done / elapsed / 1024 if elapsed > 0 else 0.0
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done * 100 // max(total, 1):3d}% "
+          f"{done // 1024} KiB {rate:.0f} KiB/s", end="", file=sys.stderr, flush=True)
+
+
+def columns_for(kind: str) -> Iterable[str]:
+    if kind == "sms":
+        return ("id", "account", "to", "status", "sent_count", "repeat", "next_send_at",
+                "created_at")
+    return ("id", "account", "to", "file", "status", "outcome", "cause", "created_at")
