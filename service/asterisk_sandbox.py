@@ -97,6 +97,7 @@ def instance_values(name: str, settings: Settings, runtime: Runtime) -> dict[str
         "ari_user": settings.ari_user,
         "ari_password": settings.ari_password,
         "ami_user": settings.ami_user,
+        "ami_permit": settings.ami_permit,
         "ami_password": settings.ami_password,
         "trunk_endpoint": settings.trunk_endpoint,
         "trunk_host": settings.trunk_host,
@@ -104,6 +105,8 @@ def instance_values(name: str, settings: Settings, runtime: Runtime) -> dict[str
         "trunk_user": settings.trunk_user,
         "trunk_password": settings.trunk_password,
         "gateway_sip_port": str(settings.sip_port),
+        "gateway_host": settings.gateway_host,
+        "fastagi_host": settings.fastagi_host,
         "fastagi_port": str(settings.fastagi_port),
     }
     if name == "gateway":
@@ -249,3 +252,20 @@ class Instance:
 def instances(settings: Settings, runtime: Runtime | None = None) -> dict[str, Instance]:
     runtime = runtime or Runtime.install()
     return {name: Instance(name, settings, runtime) for name in INSTANCES}
+
+
+def foreground(name: str) -> None:
+    """Container entry point: write one instance's configs from the
+    environment's settings, then become that Asterisk in the foreground.
+    Uses only the standard library, so the Asterisk image needs no venv."""
+    inst = Instance(name, Settings.from_env(), Runtime(""))
+    inst.write_configs()
+    os.execvp("asterisk", ["asterisk", "-f", "-C", inst.conf])
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "foreground":
+        raise SystemExit("usage: python3 -m service.asterisk_sandbox foreground gateway|carrier")
+    foreground(sys.argv[2])

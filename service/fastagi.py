@@ -68,8 +68,8 @@ class ReplayServer:
 
 async def serve(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
     server = ReplayServer(settings, pool)
-    listener = await asyncio.start_server(server.app.handler, "127.0.0.1",
+    listener = await asyncio.start_server(server.app.handler, settings.fastagi_bind,
                                           settings.fastagi_port)
-    log.info("FastAGI listening on 127.0.0.1:%s", settings.fastagi_port)
+    log.info("FastAGI listening on %s:%s", settings.fastagi_bind, settings.fastagi_port)
     async with listener:
         await stop.wait()

@@ -120,8 +120,14 @@ class Settings:
     max_voice_retries: int = field(
         default=5, metadata={"doc": "Largest `retries` a voice message may ask for."}
     )
-    fastagi_port: int = field(
-        default=4573, metadata={"doc": "FastAGI server port (loopback only: no auth)."}
+    fastagi_port: int = field(default=4573, metadata={"doc": "FastAGI server port."})
+    fastagi_bind: str = field(
+        default="127.0.0.1",
+        metadata={"doc": "FastAGI bind address: loopback or a private network only, "
+                         "FastAGI has no authentication."},
+    )
+    fastagi_host: str = field(
+        default="127.0.0.1", metadata={"doc": "Where the gateway's dialplan reaches FastAGI."}
     )
     # --- gateway Asterisk ----------------------------------------------------
     ari_url: str = field(
@@ -135,12 +141,20 @@ class Settings:
     ami_host: str = field(default="127.0.0.1", metadata={"doc": "Gateway AMI host."})
     ami_port: int = field(default=15038, metadata={"doc": "Gateway AMI port (loopback)."})
     ami_user: str = field(default="amivono", metadata={"doc": "AMI user."})
+    ami_permit: str = field(
+        default="127.0.0.1/255.255.255.255",
+        metadata={"doc": "Network allowed to log in to AMI (address/mask)."},
+    )
     ami_password: str = field(default="amivono-ami-secret", metadata={"doc": "AMI password."})
     asterisk_bind: str = field(
         default="127.0.0.1", metadata={"doc": "Address Asterisk binds SIP, ARI and AMI to."}
     )
     sip_port: int = field(default=15060, metadata={"doc": "Gateway SIP (UDP) port."})
     http_port: int = field(default=18088, metadata={"doc": "Gateway HTTP/ARI port."})
+    gateway_host: str = field(
+        default="127.0.0.1",
+        metadata={"doc": "The gateway's SIP address as the carrier simulator sees it."},
+    )
     trunk_endpoint: str = field(
         default="carrier", metadata={"doc": "PJSIP endpoint name of the trunk."}
     )

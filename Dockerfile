@@ -1,0 +1,11 @@
+# The API, the dispatcher and the FastAGI server (one image, three commands).
+FROM python:3.11-slim
+WORKDIR /opt/amivono
+COPY pyproject.toml README.md ./
+COPY service service
+COPY asterisk asterisk
+COPY dialplan dialplan
+RUN pip install --no-cache-dir .
+ENV PYTHONDONTWRITEBYTECODE=1
+ENTRYPOINT ["amivono"]
+CMD ["api"]
