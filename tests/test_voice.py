@@ -58,6 +58,13 @@ async def final(client, auth, message_id: int, timeout: float = 30) -> dict[str,
     return await wait_for(done, timeout, interval=0.1, what=f"voice {message_id} final")
 
 
+async def wait_playing(client, auth, message_id: int) -> None:
+    async def playing() -> bool:
+        body = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+        return body["sent_at"] is not None
+    await wait_for(playing, 15, what="playback")
+
+
 def calls_to(carrier, number: str) -> list[dict[str, Any]]:
     return [c for c in received_calls(carrier) if c["to"] == number]
 
@@ -139,10 +146,7 @@ async def test_cancel_during_playback_hangs_up(client, auth, carrier, caller):
     to = phone()
     created = await call(client, auth, to, "long.wav")
 
-    async def playing() -> bool:
-        body = (await client.get(f"/messages/voice/{created['id']}", headers=auth)).json()
-        return body["sent_at"] is not None
-    await wait_for(playing, 15, what="playback")
+    await wait_playing(client, auth, created["id"])
     await asyncio.sleep(1.0)
     response = await client.delete(f"/messages/voice/{created['id']}", headers=auth)
     assert response.status_code == 200
@@ -178,10 +182,7 @@ async def test_gateway_crash_mid_call_finishes_every_attempt_and_retries(
     await upload(client, auth, "long.wav", tone(500, 8.0))
     created = await call(client, auth, phone(), "long.wav", retries=1, retry_interval=1)
 
-    async def playing() -> bool:
-        body = (await client.get(f"/messages/voice/{created['id']}", headers=auth)).json()
-        return body["sent_at"] is not None
-    await wait_for(playing, 15, what="playback")
+    await wait_playing(client, auth, created["id"])
     await asyncio.to_thread(gateway.kill)
     await asyncio.to_thread(gateway.start)
     done = await final(client, auth, created["id"], timeout=60)
@@ -198,10 +199,7 @@ async def test_gateway_restart_mid_call_without_retries_fails(
     await upload(client, auth, "long.wav", tone(500, 8.0))
     created = await call(client, auth, phone(), "long.wav")
 
-    async def playing() -> bool:
-        body = (await client.get(f"/messages/voice/{created['id']}", headers=auth)).json()
-        return body["sent_at"] is not None
-    await wait_for(playing, 15, what="playback")
+    await wait_playing(client, auth, created["id"])
     await asyncio.to_thread(gateway.stop)
     await asyncio.to_thread(gateway.start)
     done = await final(client, auth, created["id"], timeout=30)
