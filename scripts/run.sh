@@ -21,7 +21,15 @@ Send the spec's SMS, repeated every minute until its link is opened:
   curl -si $base/messages/sms -H "Authorization: Bearer \$AMIVONO_KEY" \\
        -d '{"from": "+46736265400", "to": "+46736265449", "message": "This is an sms message.", "repeat": 10, "repeat_interval": 1}'
 
-See what the phone received:     .venv/bin/amivono carrier messages
+Upload the demo alert and call a phone with it (the carrier simulator answers):
+
+  .venv/bin/amivono files upload emergency.mp3 sounds/emergency.mp3 --key \$AMIVONO_KEY
+  curl -si $base/messages/voice -H "Authorization: Bearer \$AMIVONO_KEY" \\
+       -d '{"from": "+46736265400", "to": "+46736265449", "file": "emergency.mp3"}'
+
+See what the phone received:     .venv/bin/amivono carrier messages   (SMS)
+                                 .venv/bin/amivono carrier calls      (calls, with recordings)
+Operator's view:                 .venv/bin/amivono status
 Watch the gateway console:       .venv/bin/amivono asterisk console gateway
 Every setting (AMIVONO_*):       .venv/bin/amivono settings
 
