@@ -87,12 +87,18 @@ def link_route_path(settings: Settings) -> str:
     return urlsplit(settings.link_base_url).path.rstrip("/") + "/{token}"
 
 
+def create_app_from_env() -> Starlette:
+    """The factory uvicorn's worker processes call (`amivono api` with workers)."""
+    return create_app(Settings.from_env())
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await database.migrate(settings.database_url)
         ensure_sounds_dir(settings.sounds_dir)
-        app.state.pool = await database.create_pool(settings.database_url)
+        app.state.pool = await database.create_pool(
+            settings.database_url, min_size=2, max_size=settings.db_pool_size)
         app.state.notifier = DueNotifier(app.state.pool)
         app.state.notifier.start()
         try:

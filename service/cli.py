@@ -108,6 +108,15 @@ async def _run_all(settings: Settings, api: bool, dispatcher: bool,
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    settings = _settings()
+    if args.api and not args.dispatcher and not args.fastagi and settings.api_workers > 1:
+        # Several API processes on one port: uvicorn's supervisor forks them.
+        asyncio.run(database.ensure_database(settings.database_url))
+        asyncio.run(database.migrate(settings.database_url))
+        uvicorn.run("service.app:create_app_from_env", factory=True, host=settings.api_host,
+                    port=settings.api_port, workers=settings.api_workers,
+                    log_level="warning", access_log=False)
+        return
     asyncio.run(_run_all(_settings(), api=args.api, dispatcher=args.dispatcher,
                          fastagi=args.fastagi))
 

@@ -40,6 +40,13 @@ class Settings:
     # --- API ----------------------------------------------------------------
     api_host: str = field(default="127.0.0.1", metadata={"doc": "API bind address."})
     api_port: int = field(default=8080, metadata={"doc": "API port."})
+    api_workers: int = field(
+        default=1,
+        metadata={"doc": "API processes for `amivono api` (one per core is a good start)."},
+    )
+    db_pool_size: int = field(
+        default=20, metadata={"doc": "PostgreSQL connections per API process."}
+    )
     rate_limit_per_hour: int = field(
         default=5000, metadata={"doc": "Default requests per hour per account."}
     )
