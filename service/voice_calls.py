@@ -133,9 +133,11 @@ class VoiceWorker(QueueWorker):
 
     async def claim(self, limit: int) -> tuple[int, list[Job]]:
         s = self.dispatcher.settings
-        rows = await queries.voice_messages.claim_due_calls(
-            self.pool, limit=limit, trunk_limit=s.calls_per_trunk,
-            dispatcher=self.dispatcher.name, lease_seconds=self._lease_seconds())
+        async with self.pool.acquire() as conn, conn.transaction():
+            await queries.voice_messages.serialize_claims(conn)
+            rows = await queries.voice_messages.claim_due_calls(
+                conn, limit=limit, trunk_limit=s.calls_per_trunk,
+                dispatcher=self.dispatcher.name, lease_seconds=self._lease_seconds())
         jobs: list[Job] = []
         for row in rows:
             if row["attempt_id"] is None:

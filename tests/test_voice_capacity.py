@@ -54,16 +54,7 @@ async def test_fifty_calls_play_the_same_file_at_once(client, auth, pool, carrie
         assert heard.seconds == pytest.approx(3.0, abs=0.15), (number, heard)
 
 
-async def test_calls_in_flight_never_exceed_the_cap(client, auth, pool, db, sandbox):
-    proc = start_dispatcher(f"capped-{time.time_ns()}", AMIVONO_CALLS_PER_DISPATCHER="2")
-    try:
-        await wait_for(lambda: "voice: connected" in proc.log(), 15, what="dispatcher")
-        await client.put("/files/short.wav", content=tone(850, 1.0, rate=8000), headers=auth)
-        ids = await send_calls(client, auth, "short.wav",
-                               [f"+4673641{i:04d}" for i in range(6)])
-        await wait_for(lambda: all_final(pool, ids), 60, interval=0.2, what="6 calls")
-    finally:
-        proc.stop()
+async def peak_in_flight(pool, ids: list[int]) -> int:
     spans = await pool.fetch("SELECT started_at, finished_at FROM voice_attempts "
                              "WHERE message_id = ANY($1::bigint[])", ids)
     events = sorted([(s["started_at"], 1) for s in spans] + [(s["finished_at"], -1)
@@ -72,4 +63,24 @@ async def test_calls_in_flight_never_exceed_the_cap(client, auth, pool, db, sand
     for _, step in events:
         in_flight += step
         peak = max(peak, in_flight)
-    assert peak == 2
+    return peak
+
+
+@pytest.mark.parametrize(("cap", "expected"), [
+    ({"AMIVONO_CALLS_PER_DISPATCHER": "2"}, 4),  # two dispatchers, two each
+    ({"AMIVONO_CALLS_PER_TRUNK": "3"}, 3),       # three on the trunk, however many claim
+])
+async def test_calls_in_flight_never_exceed_the_caps(client, auth, pool, db, sandbox, cap,
+                                                     expected):
+    procs = [start_dispatcher(f"capped-{n}-{time.time_ns()}", **cap) for n in "ab"]
+    try:
+        for proc in procs:
+            await wait_for(lambda p=proc: "voice: connected" in p.log(), 15, what="dispatcher")
+        await client.put("/files/short.wav", content=tone(850, 1.0, rate=8000), headers=auth)
+        ids = await send_calls(client, auth, "short.wav",
+                               [f"+4673641{i:04d}" for i in range(12)])
+        await wait_for(lambda: all_final(pool, ids), 60, interval=0.2, what="12 calls")
+    finally:
+        for proc in procs:
+            proc.stop()
+    assert await peak_in_flight(pool, ids) == expected

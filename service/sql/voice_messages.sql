@@ -33,9 +33,15 @@ SELECT EXISTS (SELECT 1 FROM voice_messages
                WHERE account_id = :account_id AND file_name = :file_name
                  AND finished_at IS NULL);
 
+-- name: serialize_claims$
+-- Taken (for the transaction) before claim_due_calls: the trunk cap counts
+-- calls in flight, and two claims counting at once could both fill it.
+SELECT pg_advisory_xact_lock(495606196332);  -- "sacll": any constant shared by all
+
 -- name: claim_due_calls
 -- Like claim_due_sends for SMS, and capped: at most :trunk_limit calls in
--- flight on the trunk across all dispatchers.
+-- flight on the trunk across all dispatchers (run after serialize_claims, in
+-- its transaction, so the count sees every other claim).
 WITH capacity AS (
     SELECT greatest(0, least(:limit, :trunk_limit - (
         SELECT count(*) FROM voice_attempts WHERE finished_at IS NULL))) AS n
