@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,25 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method of every route on this path. A path with one route per method
+    (GET and POST /messages/sms) would otherwise name only the first route's."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     messages = {404: "Not Found", 405: "Method Not Allowed"}
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
     return JSONResponse(
         {"message": messages.get(exc.status_code, exc.detail)},
         status_code=exc.status_code,
-        headers=exc.headers,
+        headers=headers,
     )

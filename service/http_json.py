@@ -58,9 +58,13 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def read_json(request: Request) -> Any:
     raw = await read_body(request, MAX_BODY_BYTES)
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        value = json.loads(raw)
+        # A lone surrogate escape ("\ud800") parses but is no Unicode text: nothing
+        # could measure, store or echo it back in an error.
+        json.dumps(value, ensure_ascii=False).encode()
+    except (ValueError, UnicodeError, RecursionError):  # RecursionError: absurd nesting
         raise ApiError(400, "Problems parsing JSON") from None
+    return value
 
 
 def int_query(request: Request, resource: str, name: str, default: int, low: int,
@@ -89,5 +93,11 @@ def page_links(base: str, per_page: int, rows: list[Any]) -> str:
     return ", ".join(links)
 
 
+BIGINT_MAX = 2**63 - 1  # ids are PostgreSQL bigint
+
+
 def message_id_param(request: Request) -> int:
-    return int(request.path_params["message_id"])
+    message_id = int(request.path_params["message_id"])
+    if message_id > BIGINT_MAX:  # no such id, and PostgreSQL would refuse the parameter
+        raise ApiError(404, "Not Found")
+    return message_id

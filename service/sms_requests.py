@@ -7,7 +7,8 @@ from typing import Any
 
 from . import sms_text
 from .http_errors import FieldError, validation_failed
-from .phone_numbers import InvalidNumber, parse_e164
+from .request_fields import int_field, require_object, unknown_fields
+from .request_fields import numbers as number_fields
 from .settings import Settings
 from .tracked_links import TOKEN_LENGTH, link_for
 
@@ -25,25 +26,6 @@ class SmsRequest:
     tracked: bool  # `repeat` was given: the message carries a tracked link
 
 
-def int_field(
-    resource: str, body: dict[str, Any], name: str, low: int, high: int,
-    errors: list[FieldError],
-) -> int | None:
-    """An optional integer field; appends to `errors` when it is wrong."""
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        errors.append(FieldError(resource, name, "invalid", f"{name} must be an integer"))
-        return None
-    if not low <= value <= high:
-        errors.append(
-            FieldError(resource, name, "out_of_range", f"{name} must be between {low} and {high}")
-        )
-        return None
-    return value
-
-
 def link_cost(settings: Settings, encoding: str) -> int:
     """Units the appended ' <link>' takes (the token length is fixed)."""
     sample = " " + link_for(settings.link_base_url, "x" * TOKEN_LENGTH)
@@ -51,31 +33,10 @@ def link_cost(settings: Settings, encoding: str) -> int:
 
 
 def parse_sms_request(body: Any, settings: Settings) -> SmsRequest:
-    if not isinstance(body, dict):
-        raise validation_failed(
-            [FieldError(RESOURCE, "(body)", "invalid", "the body must be a JSON object")]
-        )
+    body = require_object(RESOURCE, body)
     errors: list[FieldError] = []
-    for name in body:
-        if name not in FIELDS:
-            errors.append(
-                FieldError(
-                    RESOURCE,
-                    str(name),
-                    "unknown_field",
-                    f"unknown field {name!r}; allowed: {', '.join(FIELDS)}",
-                )
-            )
-
-    numbers: dict[str, str] = {}
-    for name in ("from", "to"):
-        if body.get(name) is None:
-            errors.append(FieldError(RESOURCE, name, "missing_field", f"{name} is required"))
-            continue
-        try:
-            numbers[name] = parse_e164(body[name])
-        except InvalidNumber as exc:
-            errors.append(FieldError(RESOURCE, name, "invalid", f"{name} {exc}"))
+    unknown_fields(RESOURCE, body, FIELDS, errors)
+    numbers = number_fields(RESOURCE, body, errors)
 
     repeat = int_field(RESOURCE, body, "repeat", 1, settings.max_repeat, errors)
     interval = int_field(RESOURCE, body, "repeat_interval", 1, settings.max_repeat_interval,

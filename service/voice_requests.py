@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .http_errors import FieldError, validation_failed
-from .phone_numbers import InvalidNumber, parse_e164
+from .request_fields import int_field, require_object, unknown_fields
+from .request_fields import numbers as number_fields
 from .settings import Settings
-from .sms_requests import int_field
 from .sound_files import valid_name
 
 RESOURCE = "Voice"
@@ -26,24 +26,10 @@ class VoiceRequest:
 
 
 def parse_voice_request(body: Any, settings: Settings) -> VoiceRequest:
-    if not isinstance(body, dict):
-        raise validation_failed([FieldError(
-            RESOURCE, "(body)", "invalid", "the body must be a JSON object")])
+    body = require_object(RESOURCE, body)
     errors: list[FieldError] = []
-    for name in body:
-        if name not in FIELDS:
-            errors.append(FieldError(
-                RESOURCE, str(name), "unknown_field",
-                f"unknown field {name!r}; allowed: {', '.join(FIELDS)}"))
-    numbers: dict[str, str] = {}
-    for name in ("from", "to"):
-        if body.get(name) is None:
-            errors.append(FieldError(RESOURCE, name, "missing_field", f"{name} is required"))
-            continue
-        try:
-            numbers[name] = parse_e164(body[name])
-        except InvalidNumber as exc:
-            errors.append(FieldError(RESOURCE, name, "invalid", f"{name} {exc}"))
+    unknown_fields(RESOURCE, body, FIELDS, errors)
+    numbers = number_fields(RESOURCE, body, errors)
     file_name = body.get("file")
     if file_name is None:
         errors.append(FieldError(RESOURCE, "file", "missing_field", "file is required"))

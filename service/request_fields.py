@@ -1,0 +1,56 @@
+"""Field checks shared by every JSON body the API takes. Each appends a
+FieldError to `errors` instead of raising, so one answer names every problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .http_errors import FieldError, validation_failed
+from .phone_numbers import InvalidNumber, parse_e164
+
+
+def require_object(resource: str, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise validation_failed(
+            [FieldError(resource, "(body)", "invalid", "the body must be a JSON object")])
+    return body
+
+
+def unknown_fields(resource: str, body: dict[str, Any], allowed: tuple[str, ...],
+                   errors: list[FieldError]) -> None:
+    for name in body:
+        if name not in allowed:
+            errors.append(FieldError(resource, str(name), "unknown_field",
+                                     f"unknown field {name!r}; allowed: {', '.join(allowed)}"))
+
+
+def numbers(resource: str, body: dict[str, Any], errors: list[FieldError]) -> dict[str, str]:
+    """`from` and `to`, both required, as validated E.164 numbers."""
+    out: dict[str, str] = {}
+    for name in ("from", "to"):
+        if body.get(name) is None:
+            errors.append(FieldError(resource, name, "missing_field", f"{name} is required"))
+            continue
+        try:
+            out[name] = parse_e164(body[name])
+        except InvalidNumber as exc:
+            errors.append(FieldError(resource, name, "invalid", f"{name} {exc}"))
+    return out
+
+
+def int_field(resource: str, body: dict[str, Any], name: str, low: int, high: int,
+              errors: list[FieldError]) -> int | None:
+    """An optional integer field from `low` to `high`."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 3.0 is the integer 3
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.append(FieldError(resource, name, "invalid", f"{name} must be an integer"))
+        return None
+    if not low <= value <= high:
+        errors.append(FieldError(resource, name, "out_of_range",
+                                 f"{name} must be between {low} and {high}"))
+        return None
+    return value
