@@ -48,19 +48,9 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
-async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> Account:
-    token = bearer_token(authorization)
-    if token is None:
-        raise ApiError(
-            401,
-            "Requires authentication: send 'Authorization: Bearer <key>'",
-            headers={"WWW-Authenticate": 'Bearer realm="amivono"'},
-        )
-    row = await queries.api_keys.account_for_key(pool, key_hash=hash_key(token))
-    if row is None:
-        raise ApiError(
-            401,
-            "Bad credentials: the API key is unknown or revoked",
-            headers={"WWW-Authenticate": 'Bearer realm="amivono", error="invalid_token"'},
-        )
-    return Account(row["account_id"], row["name"], row["rate_limit_per_hour"])
+def unauthorized(token_given: bool) -> ApiError:
+    if not token_given:
+        return ApiError(401, "Requires authentication: send 'Authorization: Bearer <key>'",
+                        headers={"WWW-Authenticate": 'Bearer realm="amivono"'})
+    return ApiError(401, "Bad credentials: the API key is unknown or revoked",
+                    headers={"WWW-Authenticate": 'Bearer realm="amivono", error="invalid_token"'})

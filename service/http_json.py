@@ -10,9 +10,9 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .api_keys import Account, authenticate
+from .api_keys import Account
 from .http_errors import ApiError, FieldError
-from .rate_limit import count_request
+from .rate_limit import admit
 
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_PER_PAGE = 30
@@ -31,8 +31,8 @@ def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
     async def endpoint(request: Request) -> Response:
         state = request.app.state
-        account = await authenticate(state.pool, request.headers.get("authorization"))
-        rate = await count_request(state.pool, account, state.settings.rate_limit_per_hour)
+        account, rate = await admit(state.pool, request.headers.get("authorization"),
+                                    state.settings.rate_limit_per_hour)
         request.state.rate_limit_headers = rate.headers()
         response = await handler(request, account)
         response.headers.update(rate.headers())

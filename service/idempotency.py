@@ -123,14 +123,17 @@ async def create_once(request: Request, account: Account, resource: str, path: s
             if replay.location:
                 headers["Location"] = replay.location
             return _json(replay.body, replay.status, headers)
+    if key is None:
+        async with pool.acquire() as conn:
+            out, location = await create(conn)
+        return _json(out, 201, {"Location": location})
+    # With a key, the creation and the stored answer commit together.
     try:
         async with pool.acquire() as conn, conn.transaction():
             out, location = await create(conn)
-            if key is not None:
-                await store(conn, account.id, key, StoredResponse(201, out, location))
+            await store(conn, account.id, key, StoredResponse(201, out, location))
     except BaseException:
-        if key is not None:
-            await release(pool, account.id, key)
+        await release(pool, account.id, key)
         raise
     return _json(out, 201, {"Location": location})
 

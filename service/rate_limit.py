@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from .api_keys import Account
+from .api_keys import Account, bearer_token, hash_key, unauthorized
 from .http_errors import ApiError
 from .queries import queries
 
@@ -36,12 +36,18 @@ class RateLimit:
         }
 
 
-async def count_request(pool: asyncpg.Pool, account: Account, default_limit: int) -> RateLimit:
-    """Count one request; raise 429 once the account is past its limit."""
-    limit = account.rate_limit_per_hour
-    if limit is None:
-        limit = default_limit
-    row = await queries.rate_limit_windows.count_request(pool, account_id=account.id)
+async def admit(pool: asyncpg.Pool, authorization: str | None,
+                default_limit: int) -> tuple[Account, RateLimit]:
+    """The request's account, its request counted; 401 for a missing or bad
+    key, 429 once the account is past its limit (one round trip)."""
+    token = bearer_token(authorization)
+    if token is None:
+        raise unauthorized(token_given=False)
+    row = await queries.rate_limit_windows.admit_key(pool, key_hash=hash_key(token))
+    if row is None:
+        raise unauthorized(token_given=True)
+    account = Account(row["account_id"], row["name"], row["rate_limit_per_hour"])
+    limit = default_limit if account.rate_limit_per_hour is None else account.rate_limit_per_hour
     rate = RateLimit(limit, row["used"], row["reset_at"], max(1, row["reset_in"]))
     if rate.exceeded:
         raise ApiError(
@@ -49,4 +55,4 @@ async def count_request(pool: asyncpg.Pool, account: Account, default_limit: int
             f"API rate limit exceeded for account {account.name!r}: {limit} requests per hour",
             headers={**rate.headers(), "Retry-After": str(rate.reset_in)},
         )
-    return rate
+    return account, rate

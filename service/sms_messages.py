@@ -27,11 +27,12 @@ def message_url(settings: Settings, message_id: int) -> str:
 
 async def create(
     conn: asyncpg.Connection, account_id: int, req: SmsRequest, settings: Settings
-) -> int:
+) -> dict[str, Any]:
+    """Store the message; return it as the API shows it (no attempts yet)."""
     token = new_token() if req.tracked else None
     body = f"{req.text} {link_for(settings.link_base_url, token)}" if token else req.text
     measured = sms_text.measure(body)
-    return await queries.sms_messages.create(
+    row = await queries.sms_messages.create(
         conn,
         account_id=account_id,
         from_number=req.from_number,
@@ -44,6 +45,7 @@ async def create(
         repeat_interval=req.repeat_interval,
         link_token=token,
     )
+    return render(row, settings, [])
 
 
 def render(

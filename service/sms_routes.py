@@ -30,10 +30,8 @@ async def create_sms(request: Request, account: Account) -> Response:
     sms = parse_sms_request(body, settings)
 
     async def create(conn) -> tuple[dict, str]:  # noqa: ANN001
-        message_id = await sms_messages.create(conn, account.id, sms, settings)
-        out = await sms_messages.load(conn, account.id, message_id, settings)
-        assert out is not None
-        return out, sms_messages.message_url(settings, message_id)
+        out = await sms_messages.create(conn, account.id, sms, settings)
+        return out, out["url"]
 
     response = await idempotency.create_once(
         request, account, RESOURCE, "/messages/sms", body, create)

@@ -22,6 +22,10 @@ async def create_voice(request: Request, account: Account) -> Response:
     voice = parse_voice_request(body, settings)
 
     async def create(conn) -> tuple[dict, str]:  # noqa: ANN001
+        async with conn.transaction():  # a savepoint when create_once has one open
+            return await create_locked(conn)
+
+    async def create_locked(conn) -> tuple[dict, str]:  # noqa: ANN001
         # FOR SHARE: a concurrent DELETE of the file waits for us, then sees
         # this message and refuses.
         if await queries.sound_files.lock(conn, account_id=account.id,

@@ -3,12 +3,6 @@ INSERT INTO api_keys (account_id, key_hash, prefix)
 VALUES (:account_id, :key_hash, :prefix)
 RETURNING id;
 
--- name: account_for_key^
--- The account a live key belongs to, with its rate limit (NULL: the default).
-SELECT a.id AS account_id, a.name, a.rate_limit_per_hour
-FROM api_keys k JOIN accounts a ON a.id = k.account_id
-WHERE k.key_hash = :key_hash AND k.revoked_at IS NULL;
-
 -- name: list_keys
 SELECT k.id, a.name AS account, k.prefix, k.created_at, k.revoked_at,
        a.rate_limit_per_hour, a.sms_transport

@@ -1,11 +1,17 @@
 -- Every statement on sms_messages: the API's, the link's and the queue's.
 
--- name: create$
-INSERT INTO sms_messages (account_id, from_number, to_number, text, body, encoding,
-                          segments, repeat_total, repeat_interval, link_token, due_at)
-VALUES (:account_id, :from_number, :to_number, :text, :body, :encoding,
-        :segments, :repeat_total, :repeat_interval, :link_token, now())
-RETURNING id;
+-- name: create^
+-- Returns the new row as sms_message_view shows it: a row just inserted is
+-- 'queued' and due now (by the view's definition), so the API answers from
+-- this one statement.
+WITH ins AS (
+    INSERT INTO sms_messages (account_id, from_number, to_number, text, body, encoding,
+                              segments, repeat_total, repeat_interval, link_token, due_at)
+    VALUES (:account_id, :from_number, :to_number, :text, :body, :encoding,
+            :segments, :repeat_total, :repeat_interval, :link_token, now())
+    RETURNING *
+)
+SELECT ins.*, 'queued'::text AS status, ins.due_at AS next_send_at FROM ins;
 
 -- name: get^
 SELECT * FROM sms_message_view WHERE id = :id AND account_id = :account_id;
