@@ -9,14 +9,8 @@ from starlette.responses import HTMLResponse, Response
 
 from . import idempotency, sms_messages
 from .api_keys import Account
-from .http_errors import ApiError
-from .http_json import (
-    JSON,
-    message_id_param,
-    page_links,
-    page_params,
-    read_json,
-)
+from .http_json import read_json
+from .message_routes import MessageKind, cancel_handler, get_handler, list_handler
 from .queries import queries
 from .settings import Settings
 from .sms_requests import RESOURCE, parse_sms_request
@@ -39,37 +33,11 @@ async def create_sms(request: Request, account: Account) -> Response:
     return response
 
 
-async def get_sms(request: Request, account: Account) -> Response:
-    state = request.app.state
-    async with state.pool.acquire() as conn:
-        out = await sms_messages.load(conn, account.id, message_id_param(request), state.settings)
-    if out is None:
-        raise ApiError(404, "Not Found")
-    return JSON(out)
-
-
-async def list_sms(request: Request, account: Account) -> Response:
-    state = request.app.state
-    settings: Settings = state.settings
-    per_page, before = page_params(request, RESOURCE)
-    rows = await queries.sms_messages.list_page(
-        state.pool, account_id=account.id, before_id=before, limit=per_page)
-    items = [sms_messages.render(r, settings) for r in rows]
-    base = f"{settings.public_base_url.rstrip('/')}/messages/sms"
-    return JSON(items, headers={"Link": page_links(base, per_page, rows)})
-
-
-async def cancel_sms(request: Request, account: Account) -> Response:
-    state = request.app.state
-    message_id = message_id_param(request)
-    async with state.pool.acquire() as conn:
-        await queries.sms_messages.cancel(conn, id=message_id, account_id=account.id)
-        out = await sms_messages.load(conn, account.id, message_id, state.settings)
-    if out is None:
-        raise ApiError(404, "Not Found")
-    if out["status"] != "canceled":
-        raise ApiError(409, f"Message {message_id} is {out['status']}: nothing left to cancel")
-    return JSON(out)
+SMS = MessageKind("/messages/sms", RESOURCE, queries.sms_messages, sms_messages.load,
+                  sms_messages.render)
+get_sms = get_handler(SMS)
+list_sms = list_handler(SMS)
+cancel_sms = cancel_handler(SMS)
 
 
 def _page(title: str, text: str, status: int = 200) -> HTMLResponse:

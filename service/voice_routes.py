@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
 from . import idempotency, voice_messages
 from .api_keys import Account
-from .http_errors import ApiError, FieldError, validation_failed
-from .http_json import JSON, message_id_param, page_links, page_params, read_json
+from .http_errors import FieldError, validation_failed
+from .http_json import read_json
+from .message_routes import MessageKind, cancel_handler, get_handler, list_handler
 from .queries import queries
 from .queue_signal import notify_cancel
 from .settings import Settings
@@ -45,37 +47,13 @@ async def create_voice(request: Request, account: Account) -> Response:
     return response
 
 
-async def get_voice(request: Request, account: Account) -> Response:
-    state = request.app.state
-    async with state.pool.acquire() as conn:
-        out = await voice_messages.load(conn, account.id, message_id_param(request),
-                                        state.settings)
-    if out is None:
-        raise ApiError(404, "Not Found")
-    return JSON(out)
-
-
-async def list_voice(request: Request, account: Account) -> Response:
-    state = request.app.state
-    settings: Settings = state.settings
-    per_page, before = page_params(request, RESOURCE)
-    rows = await queries.voice_messages.list_page(
-        state.pool, account_id=account.id, before_id=before, limit=per_page)
-    items = [voice_messages.render(r, settings) for r in rows]
-    base = f"{settings.public_base_url.rstrip('/')}/messages/voice"
-    return JSON(items, headers={"Link": page_links(base, per_page, rows)})
-
-
-async def cancel_voice(request: Request, account: Account) -> Response:
-    state = request.app.state
-    message_id = message_id_param(request)
-    async with state.pool.acquire() as conn:
-        row = await queries.voice_messages.cancel(conn, id=message_id, account_id=account.id)
-        out = await voice_messages.load(conn, account.id, message_id, state.settings)
-    if out is None:
-        raise ApiError(404, "Not Found")
+async def hang_up_call_in_flight(pool: asyncpg.Pool, row: asyncpg.Record | None) -> None:
     if row is not None and row["lease_attempt_id"] is not None:
-        await notify_cancel(state.pool, row["lease_attempt_id"])  # hang up the call
-    if out["status"] != "canceled":
-        raise ApiError(409, f"Message {message_id} is {out['status']}: nothing left to cancel")
-    return JSON(out)
+        await notify_cancel(pool, row["lease_attempt_id"])
+
+
+VOICE = MessageKind("/messages/voice", RESOURCE, queries.voice_messages, voice_messages.load,
+                    voice_messages.render)
+get_voice = get_handler(VOICE)
+list_voice = list_handler(VOICE)
+cancel_voice = cancel_handler(VOICE, after=hang_up_call_in_flight)
