@@ -1,0 +1,229 @@
+"""SMS end to end: accepted by the API (201) -> received by the carrier
+simulator, beside Kannel: sendsms accepted (202) -> received by fakesmsc.
+
+    .venv/bin/python bench/sms_end_to_end.py [--burst 2000] [--paced-rate 50]
+                                             [--paced-seconds 10] [--no-second-dispatcher]
+
+Two phases for each side, with the same driver (bench/benchlib.py `drive`,
+32 keep-alive connections):
+  burst  N messages posted as fast as they are accepted: the sustained rate at
+         which they reach the far end (first to last arrival), and the latency
+         of each (mostly time spent queued);
+  paced  an open-loop rate well below capacity: the latency of the path itself.
+Amivono's latency is from the 201 (client clock) to the carrier log's time
+(`python -m service carrier messages`); Kannel's from the 202 to the moment
+fakesmsc printed the message (stamped on arrival through a pipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import benchlib as b
+
+CONCURRENCY = 32
+
+
+@dataclass
+class Phase:
+    name: str
+    count: int
+    accepted: int
+    accept_seconds: float
+    received: int
+    arrival_seconds: float  # first to last arrival
+    latencies: list[float]  # seconds, per message
+    total_seconds: float  # first accept to last arrival
+    cpu: dict[str, float] | None = None  # cores used, per process tree
+
+    @property
+    def sustained(self) -> float:
+        return (self.received - 1) / self.arrival_seconds if self.arrival_seconds else 0.0
+
+    @property
+    def overall(self) -> float:
+        return self.received / self.total_seconds if self.total_seconds else 0.0
+
+    def p(self, q: float) -> float:
+        return b.percentile(self.latencies, q) * 1000
+
+
+def carrier_times() -> dict[int, float]:
+    """message_id -> epoch seconds the carrier logged it, via the CLI."""
+    out: dict[int, float] = {}
+    for line in b.amivono("carrier", "messages").splitlines():
+        sms = json.loads(line)
+        if sms.get("message_id"):
+            when = datetime.fromisoformat(sms["time"].replace("Z", "+00:00"))
+            out[int(sms["message_id"])] = when.timestamp()
+    return out
+
+
+def carrier_count() -> int:
+    log = b.carrier_dir() / "spool" / "sms-received.log"
+    with log.open("rb") as f:
+        return sum(1 for _ in f)
+
+
+def amivono_phase(name: str, key: str, count: int, rate: float, base_count: int,
+                  pids: dict[str, int]) -> Phase:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    reqs = [("POST", "/messages/sms",
+             json.dumps({"from": b.SPEC_FROM, "to": b.SPEC_TO,
+                         "message": f"bench {name} {i}"}).encode(), headers)
+            for i in range(count)]
+    b.say(f"Amivono {name}: {count} messages" + (f" at {rate:.0f}/s" if rate else ""))
+    meter = b.CpuMeter(pids)
+    sent = asyncio.run(b.drive(b.API, reqs, CONCURRENCY, rate))
+    ok = [s for s in sent if s.status == 201]
+    accepted = {json.loads(s.body)["id"]: s.done_at for s in ok}
+    deadline_s = 60 + count / 50
+    b.wait_until(lambda: carrier_count() - base_count >= len(ok), deadline_s,
+                 f"the carrier to receive {len(ok)} messages", 0.5)
+    cpu = meter.stop()
+    times = carrier_times()
+    got = {mid: times[mid] for mid in accepted if mid in times}
+    phase = make_phase(name, count, sent, accepted, got)
+    phase.cpu = cpu
+    return phase
+
+
+def make_phase(name: str, count: int, sent: list[b.Sent], accepted: dict, got: dict) -> Phase:
+    arrivals = sorted(got.values())
+    first_accept = min(accepted.values()) if accepted else 0.0
+    return Phase(
+        name=name, count=count, accepted=len(accepted),
+        accept_seconds=max(s.done_at for s in sent) - min(s.sent_at for s in sent),
+        received=len(got),
+        arrival_seconds=(arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0,
+        latencies=[got[k] - accepted[k] for k in got],
+        total_seconds=(arrivals[-1] - first_accept) if arrivals else 0.0)
+
+
+def kannel_phase(kannel: b.Kannel, name: str, count: int, rate: float) -> Phase:
+    meter = b.CpuMeter({p.name.removeprefix("kannel-"): p.pid for p in kannel.procs})
+    texts = [f"bench-{name}-{i}" for i in range(count)]
+    reqs = [("GET", kannel.sendsms_path(t), b"", {}) for t in texts]
+    b.say(f"Kannel {name}: {count} messages" + (f" at {rate:.0f}/s" if rate else ""))
+    start = len(kannel.received)
+    base = f"http://127.0.0.1:{b.KANNEL_SENDSMS_PORT}"
+    sent = asyncio.run(b.drive(base, reqs, CONCURRENCY, rate))
+    accepted = {texts[s.index]: s.done_at for s in sent
+                if s.status == 202 and s.body.startswith(b"0: Accepted")}
+    b.wait_until(lambda: len(kannel.received) - start >= len(accepted), 60 + count / 50,
+                 f"fakesmsc to receive {len(accepted)} messages", 0.2)
+    got = {}
+    for when, line in kannel.received[start:]:
+        text = line.rsplit(" ", 1)[-1]
+        if text in accepted:
+            got[text] = when
+    phase = make_phase(name, count, sent, accepted, got)
+    phase.cpu = meter.stop()
+    return phase
+
+
+def phase_rows(label: str, ph: Phase) -> list[tuple[str, str]]:
+    return [
+        (f"{label}", f"{ph.received}/{ph.count} received; accepted at "
+                     f"{ph.accepted / ph.accept_seconds:,.0f}/s; delivered at "
+                     f"{ph.sustained:,.0f}/s (first to last arrival), "
+                     f"{ph.overall:,.0f}/s (first accept to last arrival)"),
+        ("  latency p50 / p99", f"{ph.p(50):,.1f} / {ph.p(99):,.1f} ms"),
+        ("  cores used", ", ".join(f"{k} {v:.2f}" for k, v in (ph.cpu or {}).items())),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--burst", type=int, default=2000)
+    ap.add_argument("--paced-rate", type=float, default=50.0)
+    ap.add_argument("--paced-seconds", type=float, default=10.0)
+    ap.add_argument("--no-second-dispatcher", action="store_true")
+    args = ap.parse_args()
+    if not 100 <= args.burst <= 20000:
+        ap.error("--burst must be 100 to 20000")
+    if not (1 <= args.paced_rate <= 500 and 5 <= args.paced_seconds <= 60):
+        ap.error("--paced-rate 1 to 500 and --paced-seconds 5 to 60")
+    paced_count = int(args.paced_rate * args.paced_seconds)
+
+    with b.cleanup_on_exit() as stack:
+        b.ensure_debian_packages("sms_end_to_end")
+        b.fresh_database()
+        stack.callback(b.drop_database)
+        stack.callback(b.asterisk_down)
+        b.say("starting both Asterisk instances (python -m service asterisk up)")
+        b.asterisk_up()
+        key = b.new_key("bench-e2e")
+        api = b.start_api()
+        stack.callback(api.stop)
+        d1 = b.start_dispatcher("bench-d1")
+        stack.callback(d1.stop)
+
+        pids = {"API": api.pid, "dispatcher": d1.pid, **b.asterisk_pids(),
+                "PostgreSQL": b.postgres_pid()}
+        received = carrier_count()
+        a_paced = amivono_phase("paced", key, paced_count, args.paced_rate, received, pids)
+        received = carrier_count()
+        a_burst = amivono_phase("burst", key, args.burst, 0.0, received, pids)
+        a_burst2 = None
+        if not args.no_second_dispatcher:
+            d2 = b.start_dispatcher("bench-d2")
+            stack.callback(d2.stop)
+            received = carrier_count()
+            a_burst2 = amivono_phase("burst2", key, args.burst, 0.0, received,
+                                     {**pids, "dispatcher 2": d2.pid})
+            d2.stop()
+        d1.stop()
+        api.stop()
+        b.asterisk_down()
+
+        kannel = b.Kannel()
+        stack.callback(kannel.stop)
+        kannel.start()
+        k_paced = kannel_phase(kannel, "paced", paced_count, args.paced_rate)
+        k_burst = kannel_phase(kannel, "burst", args.burst, 0.0)
+        kannel.stop()
+
+    rows = [("driver", f"{CONCURRENCY} keep-alive HTTP/1.1 connections (bench/benchlib.py drive)")]
+    rows += phase_rows(f"Amivono burst of {args.burst}, 1 dispatcher", a_burst)
+    if a_burst2 is not None:
+        rows += phase_rows(f"Amivono burst of {args.burst}, 2 dispatchers", a_burst2)
+    rows += phase_rows(f"Amivono paced {args.paced_rate:.0f}/s x {args.paced_seconds:.0f} s",
+                       a_paced)
+    rows += phase_rows(f"Kannel burst of {args.burst}", k_burst)
+    rows += phase_rows(f"Kannel paced {args.paced_rate:.0f}/s x {args.paced_seconds:.0f} s",
+                       k_paced)
+    rows += [
+        ("RATIO Amivono/Kannel delivered/s (burst, 1 dispatcher)",
+         b.ratio(a_burst.sustained, k_burst.sustained)),
+    ]
+    if a_burst2 is not None:
+        rows.append(("RATIO Amivono/Kannel delivered/s (burst, 2 dispatchers)",
+                     b.ratio(a_burst2.sustained, k_burst.sustained)))
+    rows += [
+        ("RATIO Amivono/Kannel paced latency p50", b.ratio(a_paced.p(50), k_paced.p(50))),
+        ("RATIO Amivono/Kannel paced latency p99", b.ratio(a_paced.p(99), k_paced.p(99))),
+    ]
+    notes = [
+        "Amivono: `python -m service api` + `python -m service dispatcher` with default "
+        "settings (AMIVONO_SMS_PER_SECOND=200 and AMIVONO_SMS_CONCURRENCY=32 per "
+        "dispatcher), SIP MESSAGE over the trunk to the carrier Asterisk (digest auth)",
+        "Kannel 1.4.5: smsbox sendsms -> bearerbox -> fake SMSC -> fakesmsc, no store",
+        "the Kannel burst rate may be the driver's limit: compare it with its accept rate",
+        "a negative Kannel latency: fakesmsc had the message before the client read the 202",
+        "cores used: CPU of each process tree over the phase ('machine': everything, of 2.00)",
+    ]
+    b.print_block("SMS end to end (bench/sms_end_to_end.py)", rows, notes)
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    main()
+    b.say(f"done in {time.monotonic() - started:.0f} s")
+    sys.exit(0)

@@ -1,0 +1,328 @@
+"""Voice calls: completed calls/s and post-dial latency through the gateway and
+carrier Asterisk instances, Amivono's dispatcher beside sipp driving the same
+two Asterisks without it.
+
+    .venv/bin/python bench/voice_calls.py [--calls 100] [--fast-calls 200]
+                                          [--fast-rate 50] [--paced-rate 5]
+
+Every call plays the same uploaded 1 s tone (850 Hz) from the gateway to the
+carrier, which answers and records it.
+  Amivono  POST /messages/voice -> dispatcher -> ARI originate -> trunk ->
+           carrier answers -> gateway plays the tone -> hangs up.
+  sipp     UAC (127.0.0.2) INVITE -> gateway context bench-sipp (bench/asterisk/,
+           added after `asterisk up`) -> Dial() on the same trunk -> carrier
+           answers -> gateway plays the tone (Dial U() subroutine) -> sipp gets
+           200, ACKs and hangs up.
+Completion time: the carrier's call log (`python -m service carrier calls`, the
+end of each call). INVITE time at the carrier: its Asterisk messages.log, the
+line "Executing [<number>@carrier-calls:1]" (the first dialplan step, right
+after the authenticated INVITE is taken; ms resolution). Post-dial latency:
+Amivono from the 201 (client clock), sipp from the moment it sent the INVITE
+(logged by the scenario with gettimeofday).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import benchlib as b
+
+CONCURRENCY = 16
+TONE_SECONDS = 1.0
+SIPP_PORT = 35080
+SIPP_MEDIA_PORT = 36000
+
+
+def tone_wav(freq: float = 850.0, seconds: float = TONE_SECONDS, rate: int = 8000) -> bytes:
+    import numpy as np
+    import soundfile
+
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    soundfile.write(buf, 0.5 * np.sin(2 * np.pi * freq * t), rate, format="WAV",
+                    subtype="PCM_16")
+    return buf.getvalue()
+
+
+@dataclass
+class Result:
+    name: str
+    offered: int
+    completed: int
+    outcomes: dict[str, int]
+    sustained: float  # completions/s, first to last call end
+    overall: float  # completions/s, first start to last end
+    post_dial: list[float]  # seconds: accepted (or INVITE sent) -> dialplan start at carrier
+    cpu: dict[str, float]
+
+    def p(self, q: float) -> float:
+        return b.percentile(self.post_dial, q) * 1000
+
+
+_EXECUTING = re.compile(
+    r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\].*Executing \[(\+\d+)@carrier-calls:1\]")
+
+
+def messages_log() -> Path:
+    return b.carrier_dir() / "log" / "messages.log"
+
+
+def log_offset() -> int:
+    """messages.log survives Asterisk restarts: a phase reads only what it added."""
+    return messages_log().stat().st_size if messages_log().exists() else 0
+
+
+def carrier_invites(offset: int) -> dict[str, float]:
+    """number -> epoch of the carrier's first dialplan step for that call."""
+    out: dict[str, float] = {}
+    with messages_log().open("rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    for line in text.splitlines():
+        match = _EXECUTING.match(line)
+        if match:
+            when = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f")
+            out.setdefault(match.group(2), when.replace(tzinfo=UTC).timestamp())
+    return out
+
+
+def carrier_calls() -> dict[str, dict]:
+    out = {}
+    for line in b.amivono("carrier", "calls").splitlines():
+        call = json.loads(line)
+        call["end"] = datetime.fromisoformat(call["time"].replace("Z", "+00:00")).timestamp()
+        out[call["to"]] = call
+    return out
+
+
+def calls_ended(numbers: list[str]) -> int:
+    log = b.carrier_dir() / "spool" / "calls.log"
+    wanted = set(numbers)
+    return sum(1 for line in log.read_text().splitlines()
+               if len(parts := line.split("|")) == 7 and parts[2] in wanted)
+
+
+def summarise(name: str, numbers: list[str], started: dict[str, float], first_start: float,
+              completed_numbers: set[str], outcomes: dict[str, int],
+              cpu: dict[str, float], offset: int) -> Result:
+    calls = carrier_calls()
+    invites = carrier_invites(offset)
+    ends = sorted(calls[n]["end"] for n in completed_numbers if n in calls)
+    return Result(
+        name=name, offered=len(numbers), completed=len(completed_numbers), outcomes=outcomes,
+        sustained=(len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 1 else 0.0,
+        overall=len(ends) / (ends[-1] - first_start) if ends else 0.0,
+        post_dial=[invites[n] - started[n] for n in numbers if n in invites and n in started],
+        cpu=cpu)
+
+
+def amivono_phase(name: str, key: str, numbers: list[str], rate: float,
+                  pids: dict[str, int]) -> Result:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    reqs = [("POST", "/messages/voice", json.dumps(
+        {"from": b.SPEC_FROM, "to": n, "file": "tone.wav"}).encode(), headers)
+        for n in numbers]
+    b.say(f"Amivono {name}: {len(numbers)} calls" + (f" at {rate:.0f}/s" if rate else ""))
+    offset = log_offset()
+    meter = b.CpuMeter(pids)
+    sent = asyncio.run(b.drive(b.API, reqs, CONCURRENCY, rate))
+    bad = [s for s in sent if s.status != 201]
+    if bad:
+        raise b.SetupError(f"{len(bad)} voice POSTs failed: {bad[0].status} {bad[0].body[:300]}")
+    ids = [json.loads(s.body)["id"] for s in sent]
+    started = {numbers[s.index]: s.done_at for s in sent}
+    id_list = ",".join(str(i) for i in ids)
+    dsn = b.BENCH_ENV["AMIVONO_DATABASE_URL"]
+
+    def finished() -> bool:
+        return int(b.psql(f"SELECT count(*) FROM voice_messages WHERE id IN ({id_list}) "
+                          "AND finished_at IS NOT NULL", dsn)) == len(ids)
+
+    b.wait_until(finished, 60 + len(ids), f"{len(ids)} voice messages to finish", 0.5)
+    b.wait_until(lambda: calls_ended(numbers) >= len(numbers), 20, "the carrier's call log", 0.2)
+    cpu = meter.stop()
+    rows = b.psql(f"SELECT to_number, outcome FROM voice_messages WHERE id IN ({id_list})", dsn)
+    outcomes: dict[str, int] = {}
+    completed = set()
+    for line in rows.splitlines():
+        number, outcome = line.split("|")
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if outcome == "completed":
+            completed.add(number)
+    result = summarise(name, numbers, started, min(started.values()), completed, outcomes,
+                       cpu, offset)
+    return result
+
+
+def install_sipp_context(tone: str) -> None:
+    """The bench-only endpoint and dialplan, included into the bench gateway's
+    generated configs (asterisk up writes them afresh each start)."""
+    from service.asterisk_sandbox import instances
+    from service.settings import Settings
+
+    settings = Settings.from_env()
+    gateway = instances(settings)["gateway"]
+    etc = gateway.dir / "etc"
+    src = b.BENCH_DIR / "asterisk"
+    (etc / "bench-sipp-pjsip.conf").write_text((src / "bench-sipp-pjsip.conf").read_text())
+    (etc / "bench-sipp-extensions.conf").write_text(
+        (src / "bench-sipp-extensions.conf").read_text()
+        .replace("{{tone}}", tone).replace("{{trunk}}", settings.trunk_endpoint))
+    for conf, include in (("pjsip.conf", "bench-sipp-pjsip.conf"),
+                          ("extensions.conf", "bench-sipp-extensions.conf")):
+        text = (etc / conf).read_text()
+        if include not in text:
+            (etc / conf).write_text(text + f'\n#include "{include}"\n')
+    gateway.cli("module reload res_pjsip.so")
+    gateway.cli("dialplan reload")
+    b.wait_until(lambda: "bench-sipp" in gateway.cli("pjsip show endpoints"), 10,
+                 "the bench-sipp endpoint")
+
+
+def sipp_phase(name: str, numbers: list[str], rate: float, pids: dict[str, int]) -> Result:
+    folder = b.WORK_DIR / "sipp"
+    folder.mkdir(parents=True, exist_ok=True)
+    inf = folder / f"{name}.csv"
+    inf.write_text("SEQUENTIAL\n" + "".join(f"{n};\n" for n in numbers))
+    log = folder / f"{name}-invites.log"
+    log.unlink(missing_ok=True)
+    cmd = ["sipp", "127.0.0.1:35060", "-sf", str(b.BENCH_DIR / "sipp_uac.xml"),
+           "-inf", str(inf), "-i", "127.0.0.2", "-p", str(SIPP_PORT), "-mi", "127.0.0.2",
+           "-mp", str(SIPP_MEDIA_PORT), "-r", f"{rate:g}", "-m", str(len(numbers)),
+           "-l", "100", "-trace_logs", "-log_file", str(log), "-nostdin",
+           "-timeout", f"{int(60 + len(numbers) / rate)}s", "-recv_timeout", "40000",
+           "-trace_stat", "-stf", str(folder / f"{name}-stat.csv")]
+    b.say(f"sipp {name}: {len(numbers)} calls at {rate:g}/s")
+    offset = log_offset()
+    meter = b.CpuMeter(pids)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=folder,
+                         timeout=120 + len(numbers) / rate)
+    (b.LOG_DIR / f"sipp-{name}.log").write_text(out.stdout + out.stderr)
+    if out.returncode not in (0, 1):  # 1: some calls failed (counted below)
+        raise b.SetupError(f"sipp failed ({out.returncode}): {out.stderr[-2000:]}")
+    b.wait_until(lambda: calls_ended(numbers) >= len(numbers), 20, "the carrier's call log", 0.2)
+    cpu = meter.stop()
+    started: dict[str, float] = {}
+    for line in Path(log).read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == "INVITE":
+            started.setdefault(parts[1], float(parts[2]) + float(parts[3]) / 1e6)
+    calls = carrier_calls()
+    completed = {n for n in numbers if n in calls and calls[n]["answered"]
+                 and calls[n]["duration"] >= TONE_SECONDS}
+    failed = re.search(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", out.stdout)
+    outcomes = {"sipp ok, carrier heard >= 1 s": len(completed),
+                "sipp failed calls": int(failed.group(1)) if failed else -1}
+    return summarise(name, numbers, started, min(started.values(), default=0.0), completed,
+                     outcomes, cpu, offset)
+
+
+def rows_for(label: str, r: Result) -> list[tuple[str, str]]:
+    return [
+        (label, f"{r.completed}/{r.offered} completed; {r.sustained:.1f} calls/s (first to "
+                f"last end), {r.overall:.1f} calls/s (first start to last end)"),
+        ("  post-dial p50 / p99", f"{r.p(50):,.0f} / {r.p(99):,.0f} ms"),
+        ("  outcomes", ", ".join(f"{k} {v}" for k, v in sorted(r.outcomes.items()))),
+        ("  cores used", ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items())),
+    ]
+
+
+def numbers(prefix: str, count: int) -> list[str]:
+    return [f"+46736{prefix}{i:04d}" for i in range(count)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=100, help="burst at the default pace")
+    ap.add_argument("--fast-calls", type=int, default=200)
+    ap.add_argument("--fast-rate", type=float, default=50.0,
+                    help="AMIVONO_CALLS_PER_SECOND and sipp's rate for the fast phase")
+    ap.add_argument("--paced-rate", type=float, default=5.0)
+    ap.add_argument("--paced-seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    if not (10 <= args.calls <= 1000 and 10 <= args.fast_calls <= 1000):
+        ap.error("--calls and --fast-calls must be 10 to 1000")
+    if not (1 <= args.fast_rate <= 100 and 1 <= args.paced_rate <= 20):
+        ap.error("--fast-rate 1 to 100, --paced-rate 1 to 20")
+    paced_n = int(args.paced_rate * args.paced_seconds)
+
+    with b.cleanup_on_exit() as stack:
+        b.ensure_debian_packages("voice_calls")
+        b.fresh_database()
+        stack.callback(b.drop_database)
+        stack.callback(b.asterisk_down)
+        b.say("starting both Asterisk instances (python -m service asterisk up)")
+        b.asterisk_up()
+        key = b.new_key("bench-voice")
+        api = b.start_api()
+        stack.callback(api.stop)
+        import httpx
+
+        r = httpx.put(f"{b.API}/files/tone.wav", content=tone_wav(),
+                      headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        if r.status_code not in (200, 201):
+            raise b.SetupError(f"upload failed: {r.status_code} {r.text}")
+        row = b.psql("SELECT account_id, stem FROM sound_files WHERE name = 'tone.wav'",
+                     b.BENCH_ENV["AMIVONO_DATABASE_URL"])
+        account_id, stem = row.split("|")
+        tone = f"{b.BENCH_ENV['AMIVONO_SOUNDS_DIR']}/{account_id}/{stem}"
+
+        base = {"API": api.pid, **b.asterisk_pids(), "PostgreSQL": b.postgres_pid()}
+        d1 = b.start_dispatcher("bench-voice", ready="voice: connected")
+        stack.callback(d1.stop)
+        pids = {**base, "dispatcher": d1.pid}
+        a_paced = amivono_phase("paced", key, numbers("10", paced_n), args.paced_rate, pids)
+        a_burst = amivono_phase("burst", key, numbers("11", args.calls), 0.0, pids)
+        d1.stop()
+        d2 = b.start_dispatcher("bench-voice-fast", ready="voice: connected",
+                                AMIVONO_CALLS_PER_SECOND=f"{args.fast_rate:g}")
+        stack.callback(d2.stop)
+        a_fast = amivono_phase("fast", key, numbers("12", args.fast_calls), 0.0,
+                               {**base, "dispatcher": d2.pid})
+        d2.stop()
+
+        install_sipp_context(tone)
+        s_paced = sipp_phase("paced", numbers("20", paced_n), args.paced_rate, base)
+        s_burst = sipp_phase("default-rate", numbers("21", args.calls), 10.0, base)
+        s_fast = sipp_phase("fast", numbers("22", args.fast_calls), args.fast_rate, base)
+
+    rows = rows_for(f"Amivono paced {args.paced_rate:g}/s x {args.paced_seconds:g} s", a_paced)
+    rows += rows_for(f"Amivono burst of {args.calls} (default pace 10/s)", a_burst)
+    rows += rows_for(f"Amivono burst of {args.fast_calls}, AMIVONO_CALLS_PER_SECOND="
+                     f"{args.fast_rate:g}", a_fast)
+    rows += rows_for(f"sipp paced {args.paced_rate:g}/s x {args.paced_seconds:g} s", s_paced)
+    rows += rows_for(f"sipp {args.calls} calls at 10/s", s_burst)
+    rows += rows_for(f"sipp {args.fast_calls} calls at {args.fast_rate:g}/s", s_fast)
+    rows += [
+        ("RATIO Amivono/sipp calls/s (10/s)", b.ratio(a_burst.sustained, s_burst.sustained)),
+        (f"RATIO Amivono/sipp calls/s ({args.fast_rate:g}/s)",
+         b.ratio(a_fast.sustained, s_fast.sustained)),
+        ("RATIO Amivono/sipp post-dial p50 (paced)", b.ratio(a_paced.p(50), s_paced.p(50))),
+        ("RATIO Amivono/sipp post-dial p99 (paced)", b.ratio(a_paced.p(99), s_paced.p(99))),
+    ]
+    notes = [
+        "the same 1 s tone, the same trunk (digest auth), ulaw end to end, the carrier records",
+        "Amivono: default settings (AMIVONO_CALLS_PER_SECOND=10, 50 calls per dispatcher, "
+        "100 per trunk) except where the row says otherwise",
+        "post-dial: Amivono from the 201, sipp from its INVITE, to the carrier's first "
+        "dialplan step (messages.log)",
+        "a burst's post-dial latency is mostly time queued behind the pace",
+    ]
+    b.print_block("Voice calls (bench/voice_calls.py)", rows, notes)
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    main()
+    b.say(f"done in {time.monotonic() - started:.0f} s")
+    sys.exit(0)
