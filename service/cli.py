@@ -319,6 +319,14 @@ def cmd_settings(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     _logging()
+    # uvloop (with uvicorn[standard]) makes every server here cheaper per request;
+    # uvicorn's own workers already use it.
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        uvloop.install()
     parser = argparse.ArgumentParser(prog="amivono", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -60,8 +60,14 @@ async def migrate(dsn: str) -> list[str]:
     return applied
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's RESET ALL / UNLISTEN round trip: our
+    pooled connections keep no session state (LISTEN has its own connection)."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                     reset=_keep_session)
 
 
 async def ensure_database(dsn: str) -> None:

@@ -116,6 +116,10 @@ class QueueWorker:
             if free > 0 and taken == free:
                 await asyncio.sleep(0)  # more may be due: claim again at once
                 continue
+            if ready and free <= 0:
+                # Every slot is taken: nothing to claim until one frees (wake).
+                await self._sleep(stop, poll)
+                continue
             timeout = poll if ready else min(poll, 0.2)
             try:
                 until_due = await self.seconds_until_due()

@@ -30,7 +30,12 @@ _PREVIEW_AGENTS = re.compile(
 
 
 def new_token() -> str:
-    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
+    n = secrets.randbelow(len(TOKEN_ALPHABET) ** TOKEN_LENGTH)  # one draw, not eleven
+    digits = []
+    for _ in range(TOKEN_LENGTH):
+        n, d = divmod(n, len(TOKEN_ALPHABET))
+        digits.append(TOKEN_ALPHABET[d])
+    return "".join(digits)
 
 
 def link_for(base_url: str, token: str) -> str:
