@@ -4,6 +4,3 @@ SELECT id, dispatcher, started_at, answered_at, playback_started_at, finished_at
 FROM voice_attempts
 WHERE message_id = :message_id
 ORDER BY id;
-
--- name: in_flight_for$
-SELECT count(*) FROM voice_attempts WHERE finished_at IS NULL;
