@@ -104,7 +104,7 @@ async def time_claims(account_id: int, claims: int, due: int) -> list[float]:
                 FROM generate_series(1, {due})""")
             started = time.perf_counter()
             rows = await queries.sms_messages.claim_due_sends(
-                conn, limit=LIMIT, dispatcher="bench", transport="ari-pjsip",
+                conn, limit=LIMIT, dispatcher="bench", transport="ari-pjsip", ready=["ari-pjsip"],
                 lease_seconds=60.0)
             out.append(time.perf_counter() - started)
             if len(rows) != due:

@@ -127,8 +127,10 @@ class QueueWorker:
                 if not is_db_error(exc):
                     raise
                 until_due = None
-            if until_due is not None:
-                timeout = max(0.0, min(timeout, until_due + 0.005))
+            if until_due is not None and until_due > 0:
+                # Overdue rows we could not claim are held by another dispatcher
+                # or over a cap: only a future due time shortens the wait.
+                timeout = min(timeout, until_due + 0.005)
             await self._sleep(stop, timeout)
 
     async def _run(self, job: Job) -> None:
@@ -193,9 +195,10 @@ class SmsWorker(QueueWorker):
         return await queries.sms_messages.seconds_until_due(self.pool)
 
     async def claim(self, limit: int) -> tuple[int, list[Job]]:
+        ready = [name for name, t in self.transports.items() if t.ready()]
         rows = await queries.sms_messages.claim_due_sends(
             self.pool, limit=limit, dispatcher=self.dispatcher.name, transport=self.default,
-            lease_seconds=float(self.dispatcher.settings.lease_seconds))
+            ready=ready, lease_seconds=float(self.dispatcher.settings.lease_seconds))
         jobs: list[Job] = []
         claimed = time.monotonic()
         for row in rows:

@@ -210,5 +210,11 @@ class Settings:
             value = getattr(self, f.name)
             if "password" in f.name:
                 value = "***"
+            elif isinstance(value, str) and "://" in value and "@" in value:
+                # A DSN or URL may carry a password: show user and host only.
+                scheme, _, rest = value.partition("://")
+                userinfo, _, host = rest.rpartition("@")
+                if ":" in userinfo:
+                    value = f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
             out.append((f"AMIVONO_{f.name.upper()}", str(value), f.metadata.get("doc", "")))
         return out

@@ -86,6 +86,9 @@ class AriPjsipTransport:
                 "AMIVONO_SMS",
                 f"message {sms.message_id} attempt {sms.attempt_id}: SMS to {to} via {self._trunk}",
             )
+        except AriError as exc:
+            return SendResult("failed", str(exc))
+        try:
             await self._ari.send_message(
                 uri,
                 f"sip:{from_}@{self._host}",
@@ -93,6 +96,8 @@ class AriPjsipTransport:
                 {"X-Amivono-Message-Id": str(sms.message_id)},
             )
         except AriError as exc:
+            if exc.status is None:  # no answer: Asterisk may have taken it all the same
+                return SendResult("failed", f"{exc}; the SMS may have been sent")
             return SendResult("failed", str(exc))
         return SendResult("sent", f"handed to Asterisk for {uri}")
 

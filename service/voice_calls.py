@@ -70,7 +70,7 @@ class Call:
     to: str
     from_: str
     file_name: str
-    media: str
+    account_id: int
     seconds: float
     placed: bool = False
     answered: bool = False
@@ -92,12 +92,13 @@ class Call:
 
 def classify(call: Call, cause: int | None, cause_text: str | None) -> CallEnd:
     """The outcome of a call whose channel is gone."""
+    if call.answered and call.playback_finished and not call.playback_failed:
+        # Delivered, even if a cancel arrived after the end: say what happened.
+        return CallEnd("completed", cause, cause_text, "answered; the file played to the end",
+                       False)
     if call.canceled:
         return CallEnd("canceled", cause, cause_text, "canceled by the client", False)
     if call.answered:
-        if call.playback_finished and not call.playback_failed:
-            return CallEnd("completed", cause, cause_text,
-                           "answered; the file played to the end", False)
         # The person did not hear it all: worth a retry when retries were asked.
         why = ("Asterisk reported the playback failed" if call.playback_failed
                else "the call ended")
@@ -145,8 +146,7 @@ class VoiceWorker(QueueWorker):
             call = Call(
                 attempt_id=row["attempt_id"], message_id=row["id"], to=row["to_number"],
                 from_=row["from_number"], file_name=row["file_name"],
-                media=f"sound:{s.sounds_dir_for_asterisk}/{row['account_id']}/{row['stem']}",
-                seconds=(row["duration_ms"] or 0) / 1000)
+                account_id=row["account_id"], seconds=(row["duration_ms"] or 0) / 1000)
             if row["stem"] is None:  # the file is gone: nothing to play
                 jobs.append(lambda call=call: self._finish(call, CallEnd(
                     "failed", None, None, f"sound file {call.file_name!r} no longer exists",
@@ -266,8 +266,17 @@ class VoiceWorker(QueueWorker):
         if call.canceled:
             await self._hangup(call)
             return
+        # Looked up now, not at claim time: a replacement uploaded while the
+        # call rang removed the old audio, and the file's current audio plays.
+        found = await self.record(queries.sound_files.get, account_id=call.account_id,
+                                  name=call.file_name)
         try:
-            await self.ari.play(call.channel_id, call.media, f"{call.channel_id}-play")
+            if found is None:
+                raise AriError(None, f"sound file {call.file_name!r} is gone")
+            call.seconds = found["duration_ms"] / 1000
+            media = (f"sound:{self.dispatcher.settings.sounds_dir_for_asterisk}/"
+                     f"{call.account_id}/{found['stem']}")
+            await self.ari.play(call.channel_id, media, f"{call.channel_id}-play")
         except AriError as exc:
             log.warning("play on %s failed: %s", call.channel_id, exc)
             call.playback_failed = True
@@ -280,14 +289,15 @@ class VoiceWorker(QueueWorker):
         if self._connected_before:
             metrics.ARI_RECONNECTS.inc()
         self._connected_before = True
+        # Calls placed before the list is read: one placed while it is read
+        # may be missing from it and still be ringing.
+        placed = [(cid, call) for cid, call in self.calls.items() if call.placed]
         try:
             alive = await self.ari.channel_ids()
         except AriError as exc:
             log.warning("reconcile: cannot list channels: %s", exc)
             return
-        for channel_id, call in list(self.calls.items()):
-            if not call.placed:
-                continue
+        for channel_id, call in placed:
             if channel_id not in alive:
                 call.finish(CallEnd(
                     "failed", None, None,

@@ -126,3 +126,13 @@ async def test_status_reports_queue_and_reachability(db, sandbox):
         assert isinstance(report[key], int)
     down = await run_cli("status", env={"AMIVONO_ARI_URL": "http://127.0.0.1:9/ari"})
     assert down.returncode != 0 and "asterisk" in down.stdout
+
+
+def test_settings_never_print_a_password_in_a_dsn():
+    import os
+
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "settings"], capture_output=True, text=True,
+        env={**os.environ, "AMIVONO_DATABASE_URL": "postgresql://postgres:s3cret@db:5432/a"})
+    assert "s3cret" not in result.stdout
+    assert "AMIVONO_DATABASE_URL=postgresql://postgres:***@db:5432/a" in result.stdout

@@ -97,7 +97,8 @@ async def test_expired_lease_hands_the_work_to_another_dispatcher(client, auth, 
             "UPDATE sms_messages SET due_at = now() - interval '1 hour' WHERE id = $1", message_id
         )
         rows = await queries.sms_messages.claim_due_sends(
-            conn, limit=1, dispatcher="ghost", transport="none", lease_seconds=600.0
+            conn, limit=1, dispatcher="ghost", transport="none", ready=["none"],
+            lease_seconds=600.0,
         )
     assert [r["id"] for r in rows] == [message_id]
     name = f"heir-{time.time_ns()}"
@@ -237,7 +238,8 @@ async def test_attempts_are_append_only(pool, client, auth):
             "UPDATE sms_messages SET due_at = now() - interval '1 hour' WHERE id = $1", message_id
         )
         [row] = await queries.sms_messages.claim_due_sends(
-            conn, limit=1, dispatcher="ledger", transport="none", lease_seconds=600.0
+            conn, limit=1, dispatcher="ledger", transport="none", ready=["none"],
+            lease_seconds=600.0,
         )
         await queries.sms_messages.finish_send(
             conn,

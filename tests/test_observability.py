@@ -84,3 +84,24 @@ async def test_dispatcher_metrics_and_json_logs(client, auth, pool, sandbox):
     assert lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
     mine = [line for line in lines if line.get("message_id") == created["id"]]
     assert mine and mine[0]["kind"] == "sms" and "attempt_id" in mine[0]
+
+
+def test_a_link_base_without_a_path_shadows_no_other_route():
+    from starlette.routing import Match
+
+    from service.app import create_app
+    from service.settings import Settings
+    from service.sms_routes import open_link
+
+    app = create_app(Settings(link_base_url="https://amv.example"))
+
+    def endpoint_for(path: str):
+        scope = {"type": "http", "path": path, "method": "GET"}
+        for route in app.router.routes:
+            if route.matches(scope)[0] == Match.FULL:
+                return route.endpoint
+        return None
+
+    for path in ("/healthz", "/readyz", "/metrics", "/docs"):
+        assert endpoint_for(path) is not open_link, path
+    assert endpoint_for("/AbCdEfGhIjK") is open_link

@@ -64,3 +64,28 @@ async def test_account_on_dongle_and_account_on_trunk(client, new_key, pool, car
     arrived = [m for m in received_sms(carrier) if m["message_id"] == str(by_trunk["id"])]
     assert len(arrived) == 1
     assert not [m for m in received_sms(carrier) if m["message_id"] == str(by_modem["id"])]
+
+
+async def test_a_transport_down_holds_its_accounts_sms_without_failing_them(
+        client, new_key, pool, carrier):
+    modem_user = {"Authorization": f"Bearer {await new_key()}"}
+    trunk_user = {"Authorization": f"Bearer {await new_key()}"}
+    await pool.execute(
+        "UPDATE accounts SET sms_transport = 'dongle-ami' WHERE name = $1",
+        await account_name(pool, modem_user))
+    # The modem's AMI is unreachable (nothing listens on port 9).
+    proc = start_dispatcher(f"modemless-{time.time_ns()}", AMIVONO_DONGLE_DEVICE="dongle0",
+                            AMIVONO_AMI_PORT="9")
+    try:
+        await wait_for(lambda: "sms: connected" in proc.log(), 15, what="dispatcher")
+        held = (await client.post("/messages/sms", json=SMS, headers=modem_user)).json()
+        sent = (await client.post("/messages/sms", json=SMS, headers=trunk_user)).json()
+        await wait_for(lambda: [m for m in received_sms(carrier)
+                                if m["message_id"] == str(sent["id"])], 15, what="trunk SMS")
+        await asyncio.sleep(1.5)
+        assert await pool.fetchval(
+            "SELECT count(*) FROM sms_attempts WHERE message_id = $1", held["id"]) == 0
+        status = (await client.get(f"/messages/sms/{held['id']}", headers=modem_user)).json()
+        assert status["status"] == "queued"
+    finally:
+        proc.stop()

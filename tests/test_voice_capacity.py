@@ -84,3 +84,37 @@ async def test_calls_in_flight_never_exceed_the_caps(client, auth, pool, db, san
         for proc in procs:
             proc.stop()
     assert await peak_in_flight(pool, ids) == expected
+
+
+async def test_a_dead_dispatchers_calls_stop_counting_against_the_trunk_cap(
+        client, auth, pool):
+    """A dispatcher that died with calls in flight must not hold the trunk cap
+    forever: once its leases run out, the next claim takes the work over."""
+    from service.queries import queries
+
+    await client.put("/files/cap.wav", content=tone(850, 0.5, rate=8000), headers=auth)
+    ids = await send_calls(client, auth, "cap.wav", ["+46736420001", "+46736420002"])
+    await pool.execute("UPDATE voice_messages SET due_at = now() - interval '1 hour' "
+                       "WHERE id = ANY($1::bigint[])", ids)
+
+    async def claim(name: str) -> list:
+        async with pool.acquire() as conn, conn.transaction():
+            await queries.voice_messages.serialize_claims(conn)
+            rows = await queries.voice_messages.claim_due_calls(
+                conn, limit=5, trunk_limit=1, dispatcher=name, lease_seconds=600.0)
+        return [r for r in rows if r["id"] in ids]
+
+    assert len(await claim("ghost")) == 1          # the cap of one is now full
+    assert await claim("heir") == []                # and holds while the lease lives
+    # The ghost's lease runs out (moved back, first in line).
+    await pool.execute("UPDATE voice_messages SET due_at = now() - interval '2 hours' "
+                       "WHERE id = ANY($1::bigint[]) AND lease_attempt_id IS NOT NULL", ids)
+    taken = await claim("heir")
+    assert len(taken) == 1 and taken[0]["attempt_id"] is not None
+    ghost = await pool.fetchrow("SELECT outcome, detail FROM voice_attempts "
+                                "WHERE dispatcher = 'ghost' AND message_id = ANY($1::bigint[])",
+                                ids)
+    assert ghost["outcome"] == "unknown" and "lease expired" in ghost["detail"]
+    await pool.execute("UPDATE voice_messages SET due_at = NULL, finished_at = now(), "
+                       "outcome = 'canceled', lease_attempt_id = NULL "
+                       "WHERE id = ANY($1::bigint[])", ids)  # leave nothing for others

@@ -53,13 +53,15 @@ SELECT 1 FROM sms_messages WHERE link_token = :token;
 -- have gone out) before it is sent again. Rows stopped meanwhile (canceled,
 -- clicked) just leave the queue: they come back with attempt_id NULL.
 WITH due AS (
-    SELECT id, account_id, lease_attempt_id, sent_count, repeat_total,
-           canceled_at, clicked_at, failed_at
-    FROM sms_messages
-    WHERE due_at <= now()
-    ORDER BY due_at
+    -- Only messages whose transport (the account's, or :transport) is up on
+    -- this dispatcher (:ready): the others wait instead of failing.
+    SELECT m.id, m.account_id, m.lease_attempt_id, m.sent_count, m.repeat_total,
+           m.canceled_at, m.clicked_at, m.failed_at
+    FROM sms_messages m JOIN accounts a ON a.id = m.account_id
+    WHERE m.due_at <= now() AND coalesce(a.sms_transport, :transport) = ANY(:ready::text[])
+    ORDER BY m.due_at
     LIMIT :limit
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF m SKIP LOCKED
 ),
 abandoned AS (
     UPDATE sms_attempts a

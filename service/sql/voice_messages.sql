@@ -43,8 +43,11 @@ SELECT pg_advisory_xact_lock(495606196332);  -- "sacll": any constant shared by 
 -- flight on the trunk across all dispatchers (run after serialize_claims, in
 -- its transaction, so the count sees every other claim).
 WITH capacity AS (
+    -- Live leases only: a dead dispatcher's calls stop counting when their
+    -- leases run out, and this very claim then closes their attempts.
     SELECT greatest(0, least(:limit, :trunk_limit - (
-        SELECT count(*) FROM voice_attempts WHERE finished_at IS NULL))) AS n
+        SELECT count(*) FROM voice_messages
+        WHERE lease_attempt_id IS NOT NULL AND due_at > now()))) AS n
 ),
 due AS (
     SELECT id, account_id, file_name, lease_attempt_id, canceled_at
@@ -110,25 +113,28 @@ WITH finished AS (
     RETURNING id, message_id, outcome, answered_at, finished_at
 ),
 next AS (
-    SELECT f.*, (m.canceled_at IS NULL AND :retryable AND m.attempts_made < m.retries)
-                AS retry
-    FROM finished f JOIN voice_messages m ON m.id = f.message_id
+    SELECT f.* FROM finished f
 )
+-- `m` here is the row as locked by this UPDATE (a cancel committed meanwhile
+-- is seen), so the retry decision and the outcome use it, not the snapshot.
 UPDATE voice_messages m
 SET attempts_made = m.attempts_made + 1,
-    outcome = CASE WHEN m.canceled_at IS NOT NULL THEN 'canceled' ELSE n.outcome END,
+    outcome = CASE WHEN m.canceled_at IS NOT NULL AND n.outcome <> 'completed'
+                   THEN 'canceled' ELSE n.outcome END,
     cause_code = :cause_code,
     cause_text = :cause_text,
     ended_at = CASE WHEN n.answered_at IS NOT NULL THEN n.finished_at ELSE m.ended_at END,
     lease_attempt_id = NULL,
-    due_at = CASE WHEN n.retry
+    due_at = CASE WHEN m.canceled_at IS NULL AND :retryable AND m.attempts_made < m.retries
                   THEN now() + make_interval(secs => m.retry_interval * :minute_seconds)
              END,
-    finished_at = CASE WHEN n.retry THEN NULL ELSE now() END,
+    finished_at = CASE WHEN m.canceled_at IS NULL AND :retryable
+                            AND m.attempts_made < m.retries
+                       THEN NULL ELSE now() END,
     updated_at = now()
 FROM next n
 WHERE m.id = n.message_id AND m.lease_attempt_id = n.id
-RETURNING m.id, n.retry;
+RETURNING m.id;
 
 -- name: canceled_among$
 -- Which of these in-flight attempts belong to messages canceled meanwhile.
