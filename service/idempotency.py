@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -55,20 +56,21 @@ def check_key(key: str, resource: str) -> None:
 
 async def reserve(
     pool: asyncpg.Pool, account_id: int, key: str, digest: bytes, resource: str
-) -> StoredResponse | None:
-    """Take the key, or return the stored response to replay; raise on conflicts."""
+) -> StoredResponse | datetime:
+    """Take the key (returning the reservation's time, which identifies it),
+    or return the stored response to replay; raise on conflicts."""
     taken = await queries.idempotency_keys.reserve_key(
         pool, account_id=account_id, key=key, request_hash=digest
     )
     if taken is not None:
-        return None
+        return taken["created_at"]
     row = await queries.idempotency_keys.get_key(pool, account_id=account_id, key=key)
     if row is None:  # expired and purged between the two statements: try once more
         taken = await queries.idempotency_keys.reserve_key(
             pool, account_id=account_id, key=key, request_hash=digest
         )
         if taken is not None:
-            return None
+            return taken["created_at"]
         raise ApiError(409, f"A request with this {HEADER} is still in progress")
     if bytes(row["request_hash"]) != digest:
         raise validation_failed(
@@ -90,20 +92,26 @@ async def reserve(
 
 
 async def store(
-    conn: asyncpg.Connection, account_id: int, key: str, response: StoredResponse
+    conn: asyncpg.Connection, account_id: int, key: str, reserved_at: datetime,
+    response: StoredResponse,
 ) -> None:
-    await queries.idempotency_keys.store_response(
+    stored = await queries.idempotency_keys.store_response(
         conn,
         account_id=account_id,
         key=key,
+        reserved_at=reserved_at,
         status=response.status,
         body=json.dumps(response.body),
         location=response.location,
     )
+    if stored is None:  # raised inside the creating transaction: nothing is created
+        raise ApiError(409, f"This {HEADER} was taken over by a later request; "
+                            "fetch that request's result")
 
 
-async def release(pool: asyncpg.Pool, account_id: int, key: str) -> None:
-    await queries.idempotency_keys.release_key(pool, account_id=account_id, key=key)
+async def release(pool: asyncpg.Pool, account_id: int, key: str, reserved_at: datetime) -> None:
+    await queries.idempotency_keys.release_key(
+        pool, account_id=account_id, key=key, reserved_at=reserved_at)
 
 
 Create = Callable[[asyncpg.Connection], Awaitable[tuple[dict[str, Any], str]]]
@@ -111,29 +119,28 @@ Create = Callable[[asyncpg.Connection], Awaitable[tuple[dict[str, Any], str]]]
 
 async def create_once(request: Request, account: Account, resource: str, path: str,
                       body: Any, create: Create) -> Response:
-    """Run `create` (in a transaction) unless this Idempotency-Key already did;
-    answer 201 with its body and Location, or replay the first answer."""
+    """Run `create` unless this Idempotency-Key already did; answer 201 with
+    its body and Location, or replay the first answer. With a key, the
+    creation and the stored answer commit together."""
     pool = request.app.state.pool
     key = request.headers.get(HEADER)
-    if key is not None:
-        check_key(key, resource)
-        replay = await reserve(pool, account.id, key, request_hash("POST", path, body), resource)
-        if replay is not None:
-            headers = {"Idempotent-Replayed": "true"}
-            if replay.location:
-                headers["Location"] = replay.location
-            return _json(replay.body, replay.status, headers)
     if key is None:
         async with pool.acquire() as conn:
             out, location = await create(conn)
         return _json(out, 201, {"Location": location})
-    # With a key, the creation and the stored answer commit together.
+    check_key(key, resource)
+    reserved = await reserve(pool, account.id, key, request_hash("POST", path, body), resource)
+    if isinstance(reserved, StoredResponse):
+        headers = {"Idempotent-Replayed": "true"}
+        if reserved.location:
+            headers["Location"] = reserved.location
+        return _json(reserved.body, reserved.status, headers)
     try:
         async with pool.acquire() as conn, conn.transaction():
             out, location = await create(conn)
-            await store(conn, account.id, key, StoredResponse(201, out, location))
+            await store(conn, account.id, key, reserved, StoredResponse(201, out, location))
     except BaseException:
-        await release(pool, account.id, key)
+        await release(pool, account.id, key, reserved)
         raise
     return _json(out, 201, {"Location": location})
 

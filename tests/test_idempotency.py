@@ -101,3 +101,32 @@ async def test_key_expires_after_24_hours(client, auth, pool):
     )
     again = await client.post("/messages/sms", json=GOOD, headers=headers)
     assert again.status_code == 201 and again.json()["id"] != first.json()["id"]
+
+
+async def test_a_key_taken_over_from_a_stalled_request_creates_once(client, auth, pool):
+    """A request stalled past two minutes loses its key to the client's retry:
+    only one of the two may create the message, never both."""
+    headers = {**auth, "Idempotency-Key": "order-6"}
+    async with pool.acquire() as blocker:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE sms_messages IN SHARE MODE")
+        stalled = asyncio.create_task(client.post("/messages/sms", json=GOOD, headers=headers))
+        await wait_for(lambda: pool.fetchval(
+            "SELECT 1 FROM idempotency_keys WHERE key = 'order-6'"), 5, what="key taken")
+        await pool.execute("UPDATE idempotency_keys SET created_at = now() - interval "
+                           "'3 minutes' WHERE key = 'order-6'")
+        retry = asyncio.create_task(client.post("/messages/sms", json=GOOD, headers=headers))
+        await wait_for(lambda: pool.fetchval(
+            "SELECT created_at > now() - interval '1 minute' FROM idempotency_keys "
+            "WHERE key = 'order-6'"), 5, what="key taken over")
+        await tx.rollback()
+    first, second = await stalled, await retry
+    assert sorted([first.status_code, second.status_code]) == [201, 409]
+    assert "taken over" in (first if first.status_code == 409 else second).json()["message"]
+    assert await count_for(pool, "order-6") == 1
+    account_messages = await pool.fetchval(
+        "SELECT count(*) FROM sms_messages m JOIN idempotency_keys k "
+        "ON k.account_id = m.account_id WHERE k.key = 'order-6' AND m.text = $1",
+        GOOD["message"])
+    assert account_messages == 1
