@@ -277,6 +277,20 @@ def asterisk_down() -> None:
         say(f"asterisk down: {exc}")
 
 
+def gateway_stack(stack: contextlib.ExitStack, account: str) -> tuple[str, Proc]:
+    """A fresh database, both Asterisk instances and the API, each undone by
+    `stack`; returns a key for `account` and the API process."""
+    fresh_database()
+    stack.callback(drop_database)
+    stack.callback(asterisk_down)
+    say("starting both Asterisk instances (python -m service asterisk up)")
+    asterisk_up()
+    key = new_key(account)
+    api = start_api()
+    stack.callback(api.stop)
+    return key, api
+
+
 def asterisk_pids() -> dict[str, int]:
     from service.asterisk_sandbox import instances
     from service.settings import Settings

@@ -154,14 +154,7 @@ def main() -> None:
 
     with b.cleanup_on_exit() as stack:
         b.ensure_debian_packages("sms_end_to_end")
-        b.fresh_database()
-        stack.callback(b.drop_database)
-        stack.callback(b.asterisk_down)
-        b.say("starting both Asterisk instances (python -m service asterisk up)")
-        b.asterisk_up()
-        key = b.new_key("bench-e2e")
-        api = b.start_api()
-        stack.callback(api.stop)
+        key, api = b.gateway_stack(stack, "bench-e2e")
         d1 = b.start_dispatcher("bench-d1")
         stack.callback(d1.stop)
 

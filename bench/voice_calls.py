@@ -258,14 +258,7 @@ def main() -> None:
 
     with b.cleanup_on_exit() as stack:
         b.ensure_debian_packages("voice_calls")
-        b.fresh_database()
-        stack.callback(b.drop_database)
-        stack.callback(b.asterisk_down)
-        b.say("starting both Asterisk instances (python -m service asterisk up)")
-        b.asterisk_up()
-        key = b.new_key("bench-voice")
-        api = b.start_api()
-        stack.callback(api.stop)
+        key, api = b.gateway_stack(stack, "bench-voice")
         import httpx
 
         r = httpx.put(f"{b.API}/files/tone.wav", content=tone_wav(),

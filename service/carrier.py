@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-from pathlib import Path
 from typing import Any
 
 from .asterisk_sandbox import Instance
@@ -21,21 +20,20 @@ def _decode(field: str) -> str:
     return base64.b64decode(field).decode("utf-8", errors="replace")
 
 
-def received_sms_log(carrier: Instance) -> Path:
-    return carrier.dir / "spool" / "sms-received.log"
+def _records(carrier: Instance, log: str, fields: int) -> list[list[str]]:
+    """The lines of one of the carrier's spool logs (dialplan/carrier.conf
+    writes them), split into their `|`-separated fields; partial lines skipped."""
+    path = carrier.dir / "spool" / log
+    if not path.exists():
+        return []
+    return [parts for line in path.read_text().splitlines()
+            if len(parts := line.split("|")) == fields]
 
 
 def received_sms(carrier: Instance) -> list[dict[str, Any]]:
     """Every SMS the carrier received, oldest first."""
-    path = received_sms_log(carrier)
-    if not path.exists():
-        return []
     out = []
-    for line in path.read_text().splitlines():
-        parts = line.split("|")
-        if len(parts) != 5:
-            continue
-        when, sender, recipient, body, message_id = parts
+    for when, sender, recipient, body, message_id in _records(carrier, "sms-received.log", 5):
         out.append(
             {
                 "time": when,
@@ -48,21 +46,11 @@ def received_sms(carrier: Instance) -> list[dict[str, Any]]:
     return out
 
 
-def calls_log(carrier: Instance) -> Path:
-    return carrier.dir / "spool" / "calls.log"
-
-
 def received_calls(carrier: Instance) -> list[dict[str, Any]]:
     """Every call the carrier's phones got, oldest first, with what they heard."""
-    path = calls_log(carrier)
-    if not path.exists():
-        return []
     out = []
-    for line in path.read_text().splitlines():
-        parts = line.split("|")
-        if len(parts) != 7:
-            continue
-        when, sender, recipient, answered_at, ended_at, recording, cause = parts
+    for when, sender, recipient, answered_at, ended_at, recording, cause in _records(
+            carrier, "calls.log", 7):
         answered = bool(answered_at)
         out.append({
             "time": when,

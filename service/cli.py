@@ -152,41 +152,22 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
 def cmd_keys_rate_limit(args: argparse.Namespace) -> None:
     from .queries import queries
 
-    settings = _settings()
-
-    async def go() -> None:
-        pool = await database.create_pool(settings.database_url, min_size=1, max_size=1)
-        try:
-            row = await queries.accounts.set_rate_limit(
-                pool, name=args.account, rate_limit_per_hour=args.per_hour
-            )
-        finally:
-            await pool.close()
-        if row is None:
-            raise SystemExit(f"no account {args.account!r}")
-        print(f"{row['name']}: {row['rate_limit_per_hour']} requests per hour")
-
-    asyncio.run(go())
+    row = _operate(lambda op: queries.accounts.set_rate_limit(
+        op.pool, name=args.account, rate_limit_per_hour=args.per_hour))
+    if row is None:
+        raise SystemExit(f"no account {args.account!r}")
+    print(f"{row['name']}: {row['rate_limit_per_hour']} requests per hour")
 
 
 def cmd_keys_transport(args: argparse.Namespace) -> None:
     from .queries import queries
 
-    settings = _settings()
     choice = None if args.transport == "default" else args.transport
-
-    async def go() -> None:
-        pool = await database.create_pool(settings.database_url, min_size=1, max_size=1)
-        try:
-            row = await queries.accounts.set_sms_transport(
-                pool, name=args.account, sms_transport=choice)
-        finally:
-            await pool.close()
-        if row is None:
-            raise SystemExit(f"no account {args.account!r}")
-        print(f"{row['name']}: SMS via {row['sms_transport'] or 'the default transport'}")
-
-    asyncio.run(go())
+    row = _operate(lambda op: queries.accounts.set_sms_transport(
+        op.pool, name=args.account, sms_transport=choice))
+    if row is None:
+        raise SystemExit(f"no account {args.account!r}")
+    print(f"{row['name']}: SMS via {row['sms_transport'] or 'the default transport'}")
 
 
 def cmd_asterisk(args: argparse.Namespace) -> None:

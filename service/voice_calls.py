@@ -266,21 +266,33 @@ class VoiceWorker(QueueWorker):
         if call.canceled:
             await self._hangup(call)
             return
-        # Looked up now, not at claim time: a replacement uploaded while the
-        # call rang removed the old audio, and the file's current audio plays.
-        found = await self.record(queries.sound_files.get, account_id=call.account_id,
-                                  name=call.file_name)
+        media = await self._media(call)
         try:
-            if found is None:
-                raise AriError(None, f"sound file {call.file_name!r} is gone")
-            call.seconds = found["duration_ms"] / 1000
-            media = (f"sound:{self.dispatcher.settings.sounds_dir_for_asterisk}/"
-                     f"{call.account_id}/{found['stem']}")
+            if media is None:
+                raise AriError(None, f"sound file {call.file_name!r} cannot be found")
             await self.ari.play(call.channel_id, media, f"{call.channel_id}-play")
         except AriError as exc:
             log.warning("play on %s failed: %s", call.channel_id, exc)
             call.playback_failed = True
             await self._hangup(call)
+
+    async def _media(self, call: Call) -> str | None:
+        """The file's audio as Asterisk names it, looked up at answer time, not
+        at claim time: a replacement uploaded while the call rang removed the
+        old audio, and the file's current audio is what plays."""
+        try:
+            found = await queries.sound_files.get(
+                self.pool, account_id=call.account_id, name=call.file_name)
+        except Exception as exc:
+            if not is_db_error(exc):
+                raise
+            log.warning("looking up %s failed: %s", call.file_name, exc)
+            return None
+        if found is None:
+            return None
+        call.seconds = found["duration_ms"] / 1000
+        return (f"sound:{self.dispatcher.settings.sounds_dir_for_asterisk}/"
+                f"{call.account_id}/{found['stem']}")
 
     async def reconcile(self) -> None:
         """After a (re)connection: a call whose channel Asterisk no longer has
