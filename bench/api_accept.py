@@ -74,7 +74,7 @@ PROFILE_PARTS = [  # parts the code does not have (any more) are left out of the
     ("key check + rate count (rate_limit.admit)", "admit (service/rate_limit.py"),
     ("authenticate (api_keys.authenticate)", "authenticate (service/api_keys.py"),
     ("rate limit (rate_limit.count_request)", "count_request (service/rate_limit.py"),
-    ("read + parse JSON (http_json.read_json)", "read_json (service/http_json.py"),
+    ("read + parse JSON (json_io.read_json)", "read_json (service/http/json_io.py"),
     ("validate (sms_requests.parse_sms_request)", "parse_sms_request (service/sms_requests.py"),
     ("  of which phone numbers (phonenumbers)", "(phonenumbers/"),
     ("tracked-link token (tracked_links.new_token)", "new_token (service/tracked_links.py"),

@@ -292,20 +292,20 @@ def gateway_stack(stack: contextlib.ExitStack, account: str) -> tuple[str, Proc]
 
 
 def asterisk_pids() -> dict[str, int]:
-    from service.asterisk_sandbox import instances
-    from service.settings import Settings
+    from sandbox.instances import instances
+    from sandbox.settings import SandboxSettings
 
     found = {f"{name} Asterisk": inst.pid() for name, inst in
-             instances(Settings.from_env()).items()}
+             instances(SandboxSettings.from_env()).items()}
     return {k: v for k, v in found.items() if v}
 
 
 @functools.cache
 def carrier_dir() -> Path:
-    from service.asterisk_sandbox import instances
-    from service.settings import Settings
+    from sandbox.instances import instances
+    from sandbox.settings import SandboxSettings
 
-    return instances(Settings.from_env())["carrier"].dir
+    return instances(SandboxSettings.from_env())["carrier"].dir
 
 
 # --- Kannel ------------------------------------------------------------------------

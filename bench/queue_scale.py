@@ -1,5 +1,5 @@
 """Queue scale: latency of one SMS claim (`claim_due_sends` in
-service/sql/sms_messages.sql, called through service.queries as the
+service/sql/sms_messages.sql, called through service.store.queries as the
 dispatcher calls it) with 10 thousand and with 1 million future sends pending.
 
     .venv/bin/python bench/queue_scale.py [--claims 300] [--due 10] [--large 1000000]
@@ -63,7 +63,7 @@ def set_history(count: int) -> None:
 def plan_of_claim(account_id: int, due: int, name: str) -> tuple[str, str]:
     """EXPLAIN ANALYZE of one claim of `due` due rows (rolled back): the scan on
     sms_messages and the server's execution time. The full plan goes to the logs."""
-    from service.queries import queries
+    from service.store.queries import queries
 
     # The statement as aiosql hands it to asyncpg: $1..$4 are limit, dispatcher,
     # transport, lease_seconds, in the order they appear.
@@ -90,7 +90,7 @@ def plan_of_claim(account_id: int, due: int, name: str) -> tuple[str, str]:
 async def time_claims(account_id: int, claims: int, due: int) -> list[float]:
     import asyncpg
 
-    from service.queries import queries
+    from service.store.queries import queries
 
     conn = await asyncpg.connect(DSN)
     out = []
@@ -180,7 +180,7 @@ def main() -> None:
          b.ratio(b.percentile(history, 50), b.percentile(large, 50))),
     ]
     notes = [
-        f"claim_due_sends(limit={LIMIT}) through service.queries on one asyncpg connection; "
+        f"claim_due_sends(limit={LIMIT}) through service.store.queries on one asyncpg connection; "
         "each claimed send is then finished (finish_send), as a dispatcher does",
         "time per claim includes the client round trip (loopback)",
         "each measurement starts from the history stated (sms_attempts truncated, then "

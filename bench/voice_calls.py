@@ -167,10 +167,10 @@ def amivono_phase(name: str, key: str, numbers: list[str], rate: float,
 def install_sipp_context(tone: str) -> None:
     """The bench-only endpoint and dialplan, included into the bench gateway's
     generated configs (asterisk up writes them afresh each start)."""
-    from service.asterisk_sandbox import instances
-    from service.settings import Settings
+    from sandbox.instances import instances
+    from sandbox.settings import SandboxSettings
 
-    settings = Settings.from_env()
+    settings = SandboxSettings.from_env()
     gateway = instances(settings)["gateway"]
     etc = gateway.dir / "etc"
     src = b.BENCH_DIR / "asterisk"

@@ -1,3 +1,3 @@
-from .cli import main
+from service.operator.cli import main
 
 main()

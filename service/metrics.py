@@ -16,7 +16,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .queries import queries
+from service.store.queries import queries
 
 ACCEPTED = Counter("amivono_messages_accepted_total",
                    "Messages accepted by the API (201, replays not counted)", ["kind"])

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from typing import Self
 
 
 @dataclass(frozen=True)
@@ -133,9 +131,6 @@ class Settings:
         metadata={"doc": "FastAGI bind address: loopback or a private network only, "
                          "FastAGI has no authentication."},
     )
-    fastagi_host: str = field(
-        default="127.0.0.1", metadata={"doc": "Where the gateway's dialplan reaches FastAGI."}
-    )
     # --- gateway Asterisk ----------------------------------------------------
     ari_url: str = field(
         default="http://127.0.0.1:18088/ari", metadata={"doc": "Gateway Asterisk ARI base URL."}
@@ -148,48 +143,15 @@ class Settings:
     ami_host: str = field(default="127.0.0.1", metadata={"doc": "Gateway AMI host."})
     ami_port: int = field(default=15038, metadata={"doc": "Gateway AMI port (loopback)."})
     ami_user: str = field(default="amivono", metadata={"doc": "AMI user."})
-    ami_permit: str = field(
-        default="127.0.0.1/255.255.255.255",
-        metadata={"doc": "Network allowed to log in to AMI (address/mask)."},
-    )
     ami_password: str = field(default="amivono-ami-secret", metadata={"doc": "AMI password."})
-    asterisk_bind: str = field(
-        default="127.0.0.1", metadata={"doc": "Address Asterisk binds SIP, ARI and AMI to."}
-    )
-    sip_port: int = field(default=15060, metadata={"doc": "Gateway SIP (UDP) port."})
-    http_port: int = field(default=18088, metadata={"doc": "Gateway HTTP/ARI port."})
-    gateway_host: str = field(
-        default="127.0.0.1",
-        metadata={"doc": "The gateway's SIP address as the carrier simulator sees it."},
-    )
     trunk_endpoint: str = field(
         default="carrier", metadata={"doc": "PJSIP endpoint name of the trunk."}
     )
     trunk_host: str = field(default="127.0.0.1", metadata={"doc": "Trunk (carrier) SIP host."})
     trunk_port: int = field(default=15070, metadata={"doc": "Trunk (carrier) SIP port."})
-    trunk_user: str = field(default="amivono", metadata={"doc": "Trunk auth user."})
-    trunk_password: str = field(
-        default="amivono-trunk-secret", metadata={"doc": "Trunk auth password."}
-    )
-    # --- carrier simulator ---------------------------------------------------
-    carrier_http_port: int = field(
-        default=18089, metadata={"doc": "Carrier simulator HTTP port (loopback)."}
-    )
-    carrier_ami_port: int = field(
-        default=15039, metadata={"doc": "Carrier simulator AMI port (loopback)."}
-    )
-    # --- Asterisk sandbox ----------------------------------------------------
-    asterisk_root: str = field(
-        default="/var/cache/amivono/asterisk-root",
-        metadata={"doc": "Debian sid root holding asterisk when the system has none."},
-    )
-    run_dir: str = field(
-        default="/srv/amivono",
-        metadata={"doc": "Folder (inside the Asterisk root) for the instances' configs and state."},
-    )
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls) -> Self:
         values: dict[str, object] = {}
         for f in fields(cls):
             raw = os.environ.get(f"AMIVONO_{f.name.upper()}")
@@ -203,10 +165,14 @@ class Settings:
     def sounds_dir_for_asterisk(self) -> str:
         return self.asterisk_sounds_dir or self.sounds_dir
 
-    def describe(self) -> list[tuple[str, str, str]]:
-        """(variable, current value, documentation) for every setting."""
+    def describe(self, only_own: bool = False) -> list[tuple[str, str, str]]:
+        """(variable, current value, documentation) for every setting; with
+        `only_own`, only those a subclass adds."""
         out = []
+        inherited = {f.name for f in fields(Settings)} if only_own else set()
         for f in fields(self):
+            if f.name in inherited:
+                continue
             value = getattr(self, f.name)
             if "password" in f.name:
                 value = "***"

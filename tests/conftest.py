@@ -42,10 +42,10 @@ TEST_ENV = {
 }
 os.environ.update(TEST_ENV)
 
-from service import database  # noqa: E402  (settings read the environment above)
-from service.api_keys import create_key  # noqa: E402
-from service.asterisk_sandbox import Instance, instances  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from sandbox.instances import Instance, instances  # noqa: E402
+from sandbox.settings import SandboxSettings  # noqa: E402
+from service.store import database  # noqa: E402  (settings read the environment above)
+from service.store.api_keys import create_key  # noqa: E402
 
 API = f"http://127.0.0.1:{TEST_ENV['AMIVONO_API_PORT']}"
 LOG_DIR = Path(os.environ.get("AMIVONO_TEST_LOGS", f"/tmp/amivono-test-logs{SLOT or ''}"))
@@ -107,12 +107,12 @@ class Proc:
 
 
 @pytest.fixture(scope="session")
-def settings() -> Settings:
-    return Settings.from_env()
+def settings() -> SandboxSettings:
+    return SandboxSettings.from_env()
 
 
 @pytest.fixture(scope="session")
-async def db(settings: Settings) -> AsyncIterator[str]:
+async def db(settings: SandboxSettings) -> AsyncIterator[str]:
     """A fresh test database with the schema applied."""
     admin = await asyncpg.connect(settings.database_url.rsplit("/", 1)[0] + "/postgres")
     name = settings.database_url.rsplit("/", 1)[1]
@@ -131,7 +131,7 @@ async def pool(db: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-def sandbox(settings: Settings) -> Iterator[dict[str, Instance]]:
+def sandbox(settings: SandboxSettings) -> Iterator[dict[str, Instance]]:
     """Both real Asterisk instances: the gateway and the carrier simulator."""
     running = instances(settings)
     for inst in running.values():

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.settings import PROJECT_DIR, Settings
+from sandbox.settings import PROJECT_DIR
+from sandbox.settings import SandboxSettings as Settings
 
 COMPOSE = yaml.safe_load((PROJECT_DIR / "docker-compose.yml").read_text())
 ENV = dict(
@@ -84,21 +85,27 @@ def test_asterisk_image_uses_the_same_templates_and_needs_no_venv():
     dockerfile = (PROJECT_DIR / "asterisk" / "Dockerfile").read_text()
     assert "FROM debian:sid" in dockerfile and "asterisk" in dockerfile
     assert "COPY asterisk/templates" in dockerfile and "COPY dialplan" in dockerfile
-    copied = re.search(r"COPY (service/\S+(?: service/\S+)*) service/", dockerfile).group(1)
-    for module in copied.split():
+    copied = [m for line in re.findall(r"^COPY (.+) \S+/$", dockerfile, re.M)
+              for m in line.split() if m.endswith(".py")]
+    assert copied
+    copied_modules = {m.removeprefix("asterisk/").removesuffix(".py").replace("/", ".")
+                      for m in copied}
+    for module in copied:
         tree = ast.parse((PROJECT_DIR / module).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom) and not getattr(node, "level", 0):
                 for alias in node.names:
                     top = (node.module if isinstance(node, ast.ImportFrom) else alias.name)
-                    assert top.split(".")[0] in sys.stdlib_module_names, (module, top)
+                    # The standard library, or a module copied into the image.
+                    assert (top.split(".")[0] in sys.stdlib_module_names
+                            or top in copied_modules), (module, top)
     for service in ("gateway", "carrier"):
         assert SERVICES[service]["build"]["dockerfile"] == "asterisk/Dockerfile"
         assert SERVICES[service]["command"] == [service]
 
 
 def test_the_entry_point_renders_every_template(tmp_path, monkeypatch):
-    from service.asterisk_sandbox import Instance, Runtime
+    from sandbox.instances import Instance, Runtime
 
     monkeypatch.setattr(Runtime, "moddir", lambda self: "/usr/lib/asterisk/modules")
     settings = Settings(run_dir=str(tmp_path), asterisk_bind="0.0.0.0", trunk_host="carrier",

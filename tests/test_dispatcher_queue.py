@@ -10,8 +10,8 @@ import time
 import asyncpg
 import pytest
 
-from service.carrier import received_sms
-from service.queries import queries
+from sandbox.carrier_logs import received_sms
+from service.store.queries import queries
 
 from .conftest import TEST_ENV, start_dispatcher, wait_for
 from .netfaults import DelayProxy

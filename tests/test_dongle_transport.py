@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from service.dongle_transport import DongleAmiTransport
-from service.sms_transports import OutgoingSms
+from service.delivery.dongle_transport import DongleAmiTransport
+from service.delivery.sms_transports import OutgoingSms
 
 from .ami_peer import GREETING, AmiPeer, header
 from .conftest import wait_for

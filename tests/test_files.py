@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from service.api_keys import hash_key
+from service.store.api_keys import hash_key
 
 from .audio import tone
 

@@ -9,7 +9,7 @@ import sys
 
 import asyncpg
 
-from service.database import migration_files
+from service.store.database import migration_files
 
 from .conftest import SLOT
 

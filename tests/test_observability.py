@@ -89,9 +89,9 @@ async def test_dispatcher_metrics_and_json_logs(client, auth, pool, sandbox):
 def test_a_link_base_without_a_path_shadows_no_other_route():
     from starlette.routing import Match
 
-    from service.app import create_app
+    from service.http.app import create_app
+    from service.http.sms_routes import open_link
     from service.settings import Settings
-    from service.sms_routes import open_link
 
     app = create_app(Settings(link_base_url="https://amv.example"))
 

@@ -19,9 +19,9 @@ from schemathesis.core.failures import Failure
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.routing import Route
 
-from service.api_keys import create_key, hash_key
-from service.app import create_app
+from service.http.app import create_app
 from service.settings import Settings
+from service.store.api_keys import create_key, hash_key
 
 from .audio import tone
 

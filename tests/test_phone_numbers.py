@@ -1,6 +1,6 @@
 import pytest
 
-from service.phone_numbers import InvalidNumber, parse_e164
+from service.domain.phone_numbers import InvalidNumber, parse_e164
 
 
 def test_valid_e164_passes_unchanged():

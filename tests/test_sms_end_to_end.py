@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from service.asterisk_sandbox import Instance
-from service.carrier import received_sms
+from sandbox.carrier_logs import received_sms
+from sandbox.instances import Instance
 
 from .conftest import API, wait_for
 

@@ -1,4 +1,4 @@
-from service import sms_text
+from service.domain import sms_text
 
 
 def test_plain_ascii_is_gsm7_one_septet_each():

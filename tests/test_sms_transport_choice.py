@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from service.carrier import received_sms
+from sandbox.carrier_logs import received_sms
 
 from .ami_peer import AmiPeer, header
 from .conftest import start_dispatcher, wait_for

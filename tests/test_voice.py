@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from service.carrier import received_calls
+from sandbox.carrier_logs import received_calls
 
 from .audio import analyse, tone
 from .conftest import start_dispatcher, wait_for

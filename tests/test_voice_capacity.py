@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service.carrier import received_calls
+from sandbox.carrier_logs import received_calls
 
 from .audio import analyse, tone
 from .conftest import start_dispatcher, wait_for
@@ -90,7 +90,7 @@ async def test_a_dead_dispatchers_calls_stop_counting_against_the_trunk_cap(
         client, auth, pool):
     """A dispatcher that died with calls in flight must not hold the trunk cap
     forever: once its leases run out, the next claim takes the work over."""
-    from service.queries import queries
+    from service.store.queries import queries
 
     await client.put("/files/cap.wav", content=tone(850, 0.5, rate=8000), headers=auth)
     ids = await send_calls(client, auth, "cap.wav", ["+46736420001", "+46736420002"])

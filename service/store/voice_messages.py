@@ -6,10 +6,10 @@ from typing import Any
 
 import asyncpg
 
-from .queries import queries
-from .settings import Settings
-from .sms_messages import iso
-from .voice_requests import VoiceRequest
+from service.http.voice_requests import VoiceRequest
+from service.settings import Settings
+from service.store.queries import queries
+from service.store.sms_messages import iso
 
 
 def message_url(settings: Settings, message_id: int) -> str:

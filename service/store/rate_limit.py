@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from .api_keys import Account, bearer_token, hash_key, unauthorized
-from .http_errors import ApiError
-from .queries import queries
+from service.http.errors import ApiError
+from service.store.api_keys import Account, bearer_token, hash_key, unauthorized
+from service.store.queries import queries
 
 
 @dataclass(frozen=True)

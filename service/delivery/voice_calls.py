@@ -19,14 +19,14 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .queries import queries
+from service.store.queries import queries
 
 if TYPE_CHECKING:
-    from .dispatcher import Dispatcher, Job
+    from service.delivery.dispatcher import Dispatcher, Job
 
-from . import metrics
-from .ari import AriClient, AriError
-from .dispatcher import QueueWorker, is_db_error
+from service import metrics
+from service.delivery.dispatcher import QueueWorker, is_db_error
+from service.telephony.ari import AriClient, AriError
 
 log = logging.getLogger(__name__)
 

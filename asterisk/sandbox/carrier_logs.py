@@ -6,7 +6,7 @@ import base64
 import re
 from typing import Any
 
-from .asterisk_sandbox import Instance
+from sandbox.instances import Instance
 
 _SIP_USER = re.compile(r"sips?:([^@;>]+)@")
 

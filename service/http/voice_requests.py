@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .http_errors import FieldError, validation_failed
-from .request_fields import int_field, require_object, unknown_fields
-from .request_fields import numbers as number_fields
-from .settings import Settings
-from .sound_files import valid_name
+from service.http.errors import FieldError, validation_failed
+from service.http.request_fields import int_field, require_object, unknown_fields
+from service.http.request_fields import numbers as number_fields
+from service.settings import Settings
+from service.store.sound_files import valid_name
 
 RESOURCE = "Voice"
 FIELDS = ("from", "to", "file", "retries", "retry_interval")

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
+from importlib.metadata import entry_points
 
 import uvicorn
 
-from . import database
-from .settings import Settings
+from service.settings import Settings
+from service.store import database
 
 
 def _settings() -> Settings:
@@ -21,7 +21,7 @@ def _settings() -> Settings:
 
 
 def _logging() -> None:
-    from .log_format import configure
+    from service.log_format import configure
 
     settings = _settings()
     configure(settings.log_level, settings.log_format)
@@ -36,10 +36,10 @@ def _stop_event() -> asyncio.Event:
 
 
 async def _dispatcher(settings: Settings, stop: asyncio.Event) -> None:
-    from .ari import AriClient
-    from .dispatcher import Dispatcher, default_name
-    from .dongle_transport import DongleAmiTransport
-    from .sms_transports import AriPjsipTransport, SmsTransport
+    from service.delivery.dispatcher import Dispatcher, default_name
+    from service.delivery.dongle_transport import DongleAmiTransport
+    from service.delivery.sms_transports import AriPjsipTransport, SmsTransport
+    from service.telephony.ari import AriClient
 
     name = settings.dispatcher_name or default_name()
     # Each dispatcher its own Stasis app: a second connection with the same
@@ -65,7 +65,7 @@ async def _dispatcher(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def _server(settings: Settings) -> uvicorn.Server:
-    from .app import create_app
+    from service.http.app import create_app
 
     config = uvicorn.Config(
         create_app(settings), host=settings.api_host, port=settings.api_port,
@@ -74,7 +74,7 @@ def _server(settings: Settings) -> uvicorn.Server:
 
 
 async def _fastagi(settings: Settings, stop: asyncio.Event) -> None:
-    from .fastagi import serve
+    from service.telephony.fastagi import serve
 
     pool = await database.create_pool(settings.database_url, min_size=1, max_size=4)
     try:
@@ -113,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         # Several API processes on one port: uvicorn's supervisor forks them.
         asyncio.run(database.ensure_database(settings.database_url))
         asyncio.run(database.migrate(settings.database_url))
-        uvicorn.run("service.app:create_app_from_env", factory=True, host=settings.api_host,
+        uvicorn.run("service.http.app:create_app_from_env", factory=True, host=settings.api_host,
                     port=settings.api_port, workers=settings.api_workers,
                     log_level="warning", access_log=False)
         return
@@ -133,7 +133,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> None:
-    from .api_keys import create_key
+    from service.store.api_keys import create_key
 
     settings = _settings()
 
@@ -150,7 +150,7 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_rate_limit(args: argparse.Namespace) -> None:
-    from .queries import queries
+    from service.store.queries import queries
 
     row = _operate(lambda op: queries.accounts.set_rate_limit(
         op.pool, name=args.account, rate_limit_per_hour=args.per_hour))
@@ -160,7 +160,7 @@ def cmd_keys_rate_limit(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_transport(args: argparse.Namespace) -> None:
-    from .queries import queries
+    from service.store.queries import queries
 
     choice = None if args.transport == "default" else args.transport
     row = _operate(lambda op: queries.accounts.set_sms_transport(
@@ -170,43 +170,8 @@ def cmd_keys_transport(args: argparse.Namespace) -> None:
     print(f"{row['name']}: SMS via {row['sms_transport'] or 'the default transport'}")
 
 
-def cmd_asterisk(args: argparse.Namespace) -> None:
-    from .asterisk_sandbox import instances
-
-    chosen = instances(_settings())
-    names = [args.instance] if args.instance else list(chosen)
-    for name in names:
-        inst = chosen[name]
-        if args.action == "up":
-            inst.start()
-            print(f"{name}: running ({inst.dir})")
-        elif args.action == "down":
-            inst.stop()
-            print(f"{name}: stopped")
-        elif args.action == "status":
-            print(f"{name}: {'running' if inst.running() else 'stopped'} ({inst.dir})")
-        elif args.action == "console":
-            os.execvp(inst.console_command()[0], inst.console_command())
-
-
-def cmd_carrier_messages(args: argparse.Namespace) -> None:
-    from .asterisk_sandbox import instances
-    from .carrier import received_sms
-
-    for sms in received_sms(instances(_settings())["carrier"]):
-        print(json.dumps(sms, ensure_ascii=False))
-
-
-def cmd_carrier_calls(args: argparse.Namespace) -> None:
-    from .asterisk_sandbox import instances
-    from .carrier import received_calls
-
-    for call in received_calls(instances(_settings())["carrier"]):
-        print(json.dumps(call, ensure_ascii=False))
-
-
 def _operate(work):  # noqa: ANN001, ANN202 (an async function of an Operator)
-    from .operator_commands import Operator
+    from service.operator.commands import Operator
 
     async def go():  # noqa: ANN202
         async with Operator(_settings()) as op:
@@ -216,7 +181,7 @@ def _operate(work):  # noqa: ANN001, ANN202 (an async function of an Operator)
 
 
 def cmd_keys_list(args: argparse.Namespace) -> None:
-    from .operator_commands import emit
+    from service.operator.commands import emit
 
     emit(_operate(lambda op: op.keys()), args.json,
          ["id", "account", "prefix", "created_at", "revoked_at", "rate_limit_per_hour",
@@ -230,14 +195,14 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
 
 
 def cmd_messages_list(args: argparse.Namespace) -> None:
-    from .operator_commands import columns_for, emit
+    from service.operator.commands import columns_for, emit
 
     rows = _operate(lambda op: op.messages(args.kind, args.account, args.limit))
     emit(rows, args.json, list(columns_for(args.kind)))
 
 
 def cmd_messages_show(args: argparse.Namespace) -> None:
-    from .operator_commands import emit
+    from service.operator.commands import emit
 
     found = _operate(lambda op: op.message(args.kind, args.id))
     if found is None:
@@ -246,7 +211,7 @@ def cmd_messages_show(args: argparse.Namespace) -> None:
 
 
 def cmd_messages_cancel(args: argparse.Namespace) -> None:
-    from .operator_commands import emit
+    from service.operator.commands import emit
 
     found = _operate(lambda op: op.cancel(args.kind, args.id))
     if found is None:
@@ -258,7 +223,7 @@ def cmd_messages_cancel(args: argparse.Namespace) -> None:
 
 
 def cmd_files_list(args: argparse.Namespace) -> None:
-    from .operator_commands import emit
+    from service.operator.commands import emit
 
     emit(_operate(lambda op: op.files(args.account)), args.json,
          ["account", "name", "duration", "size", "source_format", "formats", "updated_at"])
@@ -267,7 +232,7 @@ def cmd_files_list(args: argparse.Namespace) -> None:
 def cmd_files_upload(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .operator_commands import upload_file
+    from service.operator.commands import upload_file
 
     settings = _settings()
     key = args.key or os.environ.get("AMIVONO_KEY")
@@ -285,7 +250,7 @@ def cmd_files_upload(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from .operator_commands import emit
+    from service.operator.commands import emit
 
     report = _operate(lambda op: op.status())
     emit(report, args.json)
@@ -377,18 +342,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("asterisk", help="the sandbox's Asterisk instances")
-    p.add_argument("action", choices=["up", "down", "status", "console"])
-    p.add_argument("instance", nargs="?", choices=["gateway", "carrier"])
-    p.set_defaults(func=cmd_asterisk)
-
-    carrier = sub.add_parser("carrier", help="the carrier simulator").add_subparsers(
-        dest="carrier_command", required=True
-    )
-    p = carrier.add_parser("messages", help="every SMS the carrier received, as JSON lines")
-    p.set_defaults(func=cmd_carrier_messages)
-    p = carrier.add_parser("calls", help="every call the carrier answered or refused, as JSON")
-    p.set_defaults(func=cmd_carrier_calls)
+    # Commands of installed extensions, such as the development sandbox's
+    # `asterisk` and `carrier`: the service itself never imports them.
+    for extension in entry_points(group="amivono.commands"):
+        extension.load()(sub)
 
     p = sub.add_parser("settings", help="every AMIVONO_* setting, its value and meaning")
     p.set_defaults(func=cmd_settings)

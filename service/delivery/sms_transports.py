@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from .ari import AriClient, AriError
+from service.telephony.ari import AriClient, AriError
 
 # Defence in depth: numbers were validated by the API, but nothing else may
 # ever reach a SIP URI, whatever path a row took into the database.

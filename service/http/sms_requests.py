@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import sms_text
-from .http_errors import FieldError, validation_failed
-from .request_fields import int_field, require_object, unknown_fields
-from .request_fields import numbers as number_fields
-from .settings import Settings
-from .tracked_links import TOKEN_LENGTH, link_for
+from service.domain import sms_text
+from service.domain.tracked_links import TOKEN_LENGTH, link_for
+from service.http.errors import FieldError, validation_failed
+from service.http.request_fields import int_field, require_object, unknown_fields
+from service.http.request_fields import numbers as number_fields
+from service.settings import Settings
 
 RESOURCE = "Sms"
 FIELDS = ("from", "to", "message", "repeat", "repeat_interval")

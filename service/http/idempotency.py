@@ -20,9 +20,9 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .api_keys import Account
-from .http_errors import ApiError, FieldError, validation_failed
-from .queries import queries
+from service.http.errors import ApiError, FieldError, validation_failed
+from service.store.api_keys import Account
+from service.store.queries import queries
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255

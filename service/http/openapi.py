@@ -18,8 +18,10 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from . import http_json, idempotency, sms_requests, sms_text, sound_files, tracked_links
-from .settings import Settings
+from service.domain import sms_text, tracked_links
+from service.http import idempotency, json_io, sms_requests
+from service.settings import Settings
+from service.store import sound_files
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
@@ -462,7 +464,7 @@ NOT_FOUND = _error(
     " before authentication, without rate-limit headers.", rate_limited=False)
 INVALID_JSON = _error("The body is not JSON (or not UTF-8 / valid Unicode).")
 TOO_LARGE_JSON = _error(
-    f"The body is larger than {http_json.MAX_BODY_BYTES} bytes.")
+    f"The body is larger than {json_io.MAX_BODY_BYTES} bytes.")
 
 
 def _validation(description: str) -> dict[str, Any]:
@@ -474,7 +476,7 @@ def _validation(description: str) -> dict[str, Any]:
 def _message_id(noun: str) -> Schema:
     return {"name": "message_id", "in": "path", "required": True,
             "description": f"The id of {noun}.",
-            "schema": {"type": "integer", "minimum": 1, "maximum": http_json.BIGINT_MAX}}
+            "schema": {"type": "integer", "minimum": 1, "maximum": json_io.BIGINT_MAX}}
 
 
 FILE_NAME_PARAM: Schema = {
@@ -497,8 +499,8 @@ def _page_params() -> list[Schema]:
     return [
         {"name": "per_page", "in": "query", "required": False,
          "description": "Items per page, newest first.",
-         "schema": {"type": "integer", "minimum": 1, "maximum": http_json.MAX_PER_PAGE,
-                    "default": http_json.DEFAULT_PER_PAGE}},
+         "schema": {"type": "integer", "minimum": 1, "maximum": json_io.MAX_PER_PAGE,
+                    "default": json_io.DEFAULT_PER_PAGE}},
         {"name": "before", "in": "query", "required": False,
          "description": "Only items with a smaller id (keyset pagination: take it from the"
                         " `next` Link).",

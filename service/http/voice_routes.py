@@ -6,15 +6,16 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import idempotency, voice_messages
-from .api_keys import Account
-from .http_errors import FieldError, validation_failed
-from .http_json import read_json
-from .message_routes import MessageKind, cancel_handler, get_handler, list_handler
-from .queries import queries
-from .queue_signal import notify_cancel
-from .settings import Settings
-from .voice_requests import RESOURCE, parse_voice_request
+from service.http import idempotency
+from service.http.errors import FieldError, validation_failed
+from service.http.json_io import read_json
+from service.http.message_routes import MessageKind, cancel_handler, get_handler, list_handler
+from service.http.voice_requests import RESOURCE, parse_voice_request
+from service.settings import Settings
+from service.store import voice_messages
+from service.store.api_keys import Account
+from service.store.queries import queries
+from service.store.queue_signal import notify_cancel
 
 
 async def create_voice(request: Request, account: Account) -> Response:

@@ -7,11 +7,11 @@ from typing import Any
 
 import asyncpg
 
-from . import sms_text
-from .queries import queries
-from .settings import Settings
-from .sms_requests import SmsRequest
-from .tracked_links import link_for, new_token
+from service.domain import sms_text
+from service.domain.tracked_links import link_for, new_token
+from service.http.sms_requests import SmsRequest
+from service.settings import Settings
+from service.store.queries import queries
 
 
 def iso(value: datetime | None) -> str | None:

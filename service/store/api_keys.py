@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from .http_errors import ApiError
-from .queries import queries
+from service.http.errors import ApiError
+from service.store.queries import queries
 
 KEY_PREFIX = "amv_"
 

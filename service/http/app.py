@@ -15,12 +15,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import database, file_routes, metrics, openapi, sms_routes, voice_routes
-from .http_errors import ApiError, handle_api_error, handle_http_exception
-from .http_json import JSON, authenticated
-from .queue_signal import DueNotifier
-from .settings import Settings
-from .sound_files import ensure_sounds_dir
+from service import metrics
+from service.http import file_routes, openapi, sms_routes, voice_routes
+from service.http.errors import ApiError, handle_api_error, handle_http_exception
+from service.http.json_io import JSON, authenticated
+from service.settings import Settings
+from service.store import database
+from service.store.queue_signal import DueNotifier
+from service.store.sound_files import ensure_sounds_dir
 
 
 async def healthz(request: Request) -> Response:

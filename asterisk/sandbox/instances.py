@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .settings import PROJECT_DIR, Settings
+from sandbox.settings import PROJECT_DIR, SandboxSettings
 
 TEMPLATES = PROJECT_DIR / "asterisk" / "templates"
 DIALPLANS = PROJECT_DIR / "dialplan"
@@ -88,7 +88,7 @@ class Runtime:
             subprocess.run(["mount", "--bind", folder, str(target)], check=True)
 
 
-def instance_values(name: str, settings: Settings, runtime: Runtime) -> dict[str, str]:
+def instance_values(name: str, settings: SandboxSettings, runtime: Runtime) -> dict[str, str]:
     common = {
         "instance": name,
         "dir": f"{settings.run_dir}/{name}",
@@ -139,7 +139,7 @@ def render(text: str, values: dict[str, str]) -> str:
 
 
 class Instance:
-    def __init__(self, name: str, settings: Settings, runtime: Runtime) -> None:
+    def __init__(self, name: str, settings: SandboxSettings, runtime: Runtime) -> None:
         if name not in INSTANCES:
             raise SandboxError(f"unknown instance {name!r}")
         self.name = name
@@ -249,7 +249,7 @@ class Instance:
         return self.runtime.command("-C", self.conf, "-rvvv")
 
 
-def instances(settings: Settings, runtime: Runtime | None = None) -> dict[str, Instance]:
+def instances(settings: SandboxSettings, runtime: Runtime | None = None) -> dict[str, Instance]:
     runtime = runtime or Runtime.install()
     return {name: Instance(name, settings, runtime) for name in INSTANCES}
 
@@ -258,7 +258,7 @@ def foreground(name: str) -> None:
     """Container entry point: write one instance's configs from the
     environment's settings, then become that Asterisk in the foreground.
     Uses only the standard library, so the Asterisk image needs no venv."""
-    inst = Instance(name, Settings.from_env(), Runtime(""))
+    inst = Instance(name, SandboxSettings.from_env(), Runtime(""))
     inst.write_configs()
     os.execvp("asterisk", ["asterisk", "-f", "-C", inst.conf])
 
@@ -267,5 +267,5 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) != 3 or sys.argv[1] != "foreground":
-        raise SystemExit("usage: python3 -m service.asterisk_sandbox foreground gateway|carrier")
+        raise SystemExit("usage: python3 -m sandbox.instances foreground gateway|carrier")
     foreground(sys.argv[2])

@@ -21,12 +21,13 @@ from typing import Any
 import asyncpg
 from prometheus_client import start_http_server
 
-from . import database, metrics
-from .ari import AriClient
-from .queries import queries
-from .queue_signal import CANCEL_CHANNEL, CHANNEL, Listener
-from .settings import Settings
-from .sms_transports import OutgoingSms, SendResult, SmsTransport
+from service import metrics
+from service.delivery.sms_transports import OutgoingSms, SendResult, SmsTransport
+from service.settings import Settings
+from service.store import database
+from service.store.queries import queries
+from service.store.queue_signal import CANCEL_CHANNEL, CHANNEL, Listener
+from service.telephony.ari import AriClient
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ class Dispatcher:
 
     def __init__(self, settings: Settings, sms_transports: dict[str, SmsTransport],
                  ari: AriClient, name: str = "") -> None:
-        from .voice_calls import VoiceWorker  # voice builds on this module
+        from service.delivery.voice_calls import VoiceWorker  # voice builds on this module
 
         self.settings = settings
         self.name = name or settings.dispatcher_name or default_name()

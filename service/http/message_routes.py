@@ -12,10 +12,10 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .api_keys import Account
-from .http_errors import ApiError
-from .http_json import JSON, Handler, message_id_param, page_links, page_params
-from .settings import Settings
+from service.http.errors import ApiError
+from service.http.json_io import JSON, Handler, message_id_param, page_links, page_params
+from service.settings import Settings
+from service.store.api_keys import Account
 
 Load = Callable[[asyncpg.Connection, int, int, Settings], Awaitable[dict[str, Any] | None]]
 Render = Callable[[asyncpg.Record, Settings], dict[str, Any]]

@@ -19,7 +19,7 @@ from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
-from .sms_transports import OutgoingSms, SendResult, checked_number
+from service.delivery.sms_transports import OutgoingSms, SendResult, checked_number
 
 log = logging.getLogger(__name__)
 

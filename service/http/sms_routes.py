@@ -7,14 +7,15 @@ from html import escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from . import idempotency, sms_messages
-from .api_keys import Account
-from .http_json import read_json
-from .message_routes import MessageKind, cancel_handler, get_handler, list_handler
-from .queries import queries
-from .settings import Settings
-from .sms_requests import RESOURCE, parse_sms_request
-from .tracked_links import TOKEN_SHAPE, is_preview
+from service.domain.tracked_links import TOKEN_SHAPE, is_preview
+from service.http import idempotency
+from service.http.json_io import read_json
+from service.http.message_routes import MessageKind, cancel_handler, get_handler, list_handler
+from service.http.sms_requests import RESOURCE, parse_sms_request
+from service.settings import Settings
+from service.store import sms_messages
+from service.store.api_keys import Account
+from service.store.queries import queries
 
 
 async def create_sms(request: Request, account: Account) -> Response:

@@ -10,9 +10,9 @@ from urllib.parse import urlencode
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from .api_keys import Account
-from .http_errors import ApiError, FieldError
-from .rate_limit import admit
+from service.http.errors import ApiError, FieldError
+from service.store.api_keys import Account
+from service.store.rate_limit import admit
 
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_PER_PAGE = 30

@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 from panoramisk import fast_agi
 
-from .queries import queries
-from .settings import Settings
+from service.settings import Settings
+from service.store.queries import queries
 
 log = logging.getLogger(__name__)
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)

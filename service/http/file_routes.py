@@ -8,13 +8,13 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import sound_files
-from .api_keys import Account
-from .http_errors import ApiError, FieldError, validation_failed
-from .http_json import JSON, read_body
-from .queries import queries
-from .settings import Settings
-from .sms_messages import iso
+from service.http.errors import ApiError, FieldError, validation_failed
+from service.http.json_io import JSON, read_body
+from service.settings import Settings
+from service.store import sound_files
+from service.store.api_keys import Account
+from service.store.queries import queries
+from service.store.sms_messages import iso
 
 RESOURCE = "File"
 

@@ -15,12 +15,12 @@ from typing import Any
 import asyncpg
 import httpx
 
-from . import database
-from .queries import queries
-from .queue_signal import notify_cancel
-from .settings import Settings
-from .sms_messages import render as render_sms
-from .voice_messages import render as render_voice
+from service.settings import Settings
+from service.store import database
+from service.store.queries import queries
+from service.store.queue_signal import notify_cancel
+from service.store.sms_messages import render as render_sms
+from service.store.voice_messages import render as render_voice
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
