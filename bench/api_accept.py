@@ -18,43 +18,65 @@ import subprocess
 import sys
 import time
 
-import benchlib as b
+from cpu import CpuMeter, postgres_pid
+from debian import ensure_debian_packages
+from kannel import KANNEL_SENDSMS_PORT, Kannel
+from load import WrkResult, wrk
+from report import print_block, ratio
+from stack import (
+    API_PORT,
+    BENCH_ENV,
+    PROJECT_DIR,
+    PYTHON,
+    SPEC_BODY,
+    WORK_DIR,
+    SetupError,
+    cleanup_on_exit,
+    drop_database,
+    fresh_database,
+    new_key,
+    psql,
+    say,
+    start_api,
+)
+
+from sandbox.processes import Proc
 
 
 def amivono_wrk(key: str, seconds: float, connections: int, threads: int, name: str,
-                port: int = b.API_PORT) -> b.WrkResult:
-    env = {"BENCH_METHOD": "POST", "BENCH_BODY": b.SPEC_BODY, "BENCH_KEY": key,
+                port: int = API_PORT) -> WrkResult:
+    env = {"BENCH_METHOD": "POST", "BENCH_BODY": SPEC_BODY, "BENCH_KEY": key,
            "BENCH_STATUS": "201", "BENCH_PREFIX": ""}
-    return b.wrk(f"http://127.0.0.1:{port}/messages/sms", seconds, connections, threads,
-                 env, name)
+    return wrk(f"http://127.0.0.1:{port}/messages/sms", seconds, connections, threads,
+               env, name)
 
 
-def kannel_wrk(kannel: b.Kannel, seconds: float, connections: int, threads: int,
-               name: str) -> b.WrkResult:
-    url = f"http://127.0.0.1:{b.KANNEL_SENDSMS_PORT}" + kannel.sendsms_path(
+def kannel_wrk(kannel: Kannel, seconds: float, connections: int, threads: int,
+               name: str) -> WrkResult:
+    url = f"http://127.0.0.1:{KANNEL_SENDSMS_PORT}" + kannel.sendsms_path(
         "This is an sms message.")
     env = {"BENCH_METHOD": "GET", "BENCH_BODY": "", "BENCH_KEY": "", "BENCH_STATUS": "202",
            "BENCH_PREFIX": "0: Accepted"}
-    return b.wrk(url, seconds, connections, threads, env, name)
+    return wrk(url, seconds, connections, threads, env, name)
 
 
 def committed_rows() -> int:
-    return int(b.psql("SELECT count(*) FROM sms_messages", b.BENCH_ENV["AMIVONO_DATABASE_URL"]))
+    return int(psql("SELECT count(*) FROM sms_messages", BENCH_ENV["AMIVONO_DATABASE_URL"]))
 
 
 def ensure_py_spy() -> str:
-    spy = b.PROJECT_DIR / ".venv" / "bin" / "py-spy"
+    spy = PROJECT_DIR / ".venv" / "bin" / "py-spy"
     if not spy.exists():
-        b.say("installing py-spy into the venv")
-        subprocess.run([b.PYTHON, "-m", "pip", "install", "-q", "py-spy"], check=True)
+        say("installing py-spy into the venv")
+        subprocess.run([PYTHON, "-m", "pip", "install", "-q", "py-spy"], check=True)
     return str(spy)
 
 
-def profile_api(api: b.Proc, key: str, seconds: float, connections: int) -> str:
+def profile_api(api: Proc, key: str, seconds: float, connections: int) -> str:
     """py-spy (sampling, blocking mode for whole stacks) on the API process
     while wrk loads it: collapsed stacks and a flame graph in WORK_DIR."""
     spy = ensure_py_spy()
-    out = b.WORK_DIR / "profile-api.txt"
+    out = WORK_DIR / "profile-api.txt"
     cmd = [spy, "record", "-r", "200", "-d", str(int(seconds)), "-p", str(api.pid),
            "-f", "raw", "-o", str(out)]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -62,9 +84,9 @@ def profile_api(api: b.Proc, key: str, seconds: float, connections: int) -> str:
         time.sleep(1)
         amivono_wrk(key, seconds, connections, 2, "profile")
         if job.result().returncode != 0:
-            raise b.SetupError(f"py-spy failed: {job.result().stderr}")
+            raise SetupError(f"py-spy failed: {job.result().stderr}")
     subprocess.run([spy, "record", "-r", "200", "-d", "5", "-p", str(api.pid), "-f",
-                    "flamegraph", "-o", str(b.WORK_DIR / "profile-api.svg")],
+                    "flamegraph", "-o", str(WORK_DIR / "profile-api.svg")],
                    capture_output=True)  # idle by then: only for the picture's layout
     return str(out)
 
@@ -138,52 +160,52 @@ def main() -> None:
     if not 0 <= args.workers <= 8:
         ap.error("--workers must be 0 to 8")
 
-    with b.cleanup_on_exit() as stack:
-        b.ensure_debian_packages("api_accept")
-        b.fresh_database()
-        stack.callback(b.drop_database)
-        key = b.new_key("bench-accept")
-        pg = b.postgres_pid()
+    with cleanup_on_exit() as stack:
+        ensure_debian_packages("api_accept")
+        fresh_database()
+        stack.callback(drop_database)
+        key = new_key("bench-accept")
+        pg = postgres_pid()
 
         # --- Amivono, one API process ---------------------------------------
-        api = b.start_api(AMIVONO_API_WORKERS="1")
+        api = start_api(AMIVONO_API_WORKERS="1")
         stack.callback(api.stop)
-        b.say(f"Amivono: warm-up, then {args.seconds:.0f} s of POST /messages/sms")
+        say(f"Amivono: warm-up, then {args.seconds:.0f} s of POST /messages/sms")
         amivono_wrk(key, 3, args.connections, args.threads, "amivono-warmup")
         before = committed_rows()
-        meter = b.CpuMeter({"API": api.pid, "PostgreSQL": pg})
+        meter = CpuMeter({"API": api.pid, "PostgreSQL": pg})
         ami = amivono_wrk(key, args.seconds, args.connections, args.threads, "amivono")
         ami_cpu = meter.stop()
         after = committed_rows()
         if after - before < ami.ok:
-            raise b.SetupError(f"only {after - before} rows committed for {ami.ok} 201s")
+            raise SetupError(f"only {after - before} rows committed for {ami.ok} 201s")
         profile_lines: list[str] = []
         if args.profile:
-            b.say("profiling the API with py-spy under the same load")
+            say("profiling the API with py-spy under the same load")
             profile_lines = summarise_profile(
                 profile_api(api, key, min(args.seconds, 20), args.connections))
         api.stop()
 
         workers = workers_cpu = None
         if args.workers:
-            b.say(f"Amivono: AMIVONO_API_WORKERS={args.workers}")
-            api_n = b.start_api("api-workers", AMIVONO_API_WORKERS=str(args.workers))
+            say(f"Amivono: AMIVONO_API_WORKERS={args.workers}")
+            api_n = start_api("api-workers", AMIVONO_API_WORKERS=str(args.workers))
             stack.callback(api_n.stop)
             amivono_wrk(key, 3, args.connections, args.threads, "amivono-workers-warmup")
-            meter = b.CpuMeter({"API": api_n.pid, "PostgreSQL": pg})
+            meter = CpuMeter({"API": api_n.pid, "PostgreSQL": pg})
             workers = amivono_wrk(key, args.seconds, args.connections, args.threads,
                                   "amivono-workers")
             workers_cpu = meter.stop()
             api_n.stop()
 
         # --- Kannel -------------------------------------------------------------
-        kannel = b.Kannel(store=args.kannel_store)
+        kannel = Kannel(store=args.kannel_store)
         stack.callback(kannel.stop)
         kannel.start()
-        b.say(f"Kannel: warm-up, then {args.seconds:.0f} s of GET /cgi-bin/sendsms")
+        say(f"Kannel: warm-up, then {args.seconds:.0f} s of GET /cgi-bin/sendsms")
         kannel_wrk(kannel, 3, args.connections, args.threads, "kannel-warmup")
         received_before = len(kannel.received)
-        meter = b.CpuMeter({p.name.removeprefix("kannel-"): p.pid for p in kannel.procs})
+        meter = CpuMeter({p.name.removeprefix("kannel-"): p.pid for p in kannel.procs})
         kan = kannel_wrk(kannel, args.seconds, args.connections, args.threads, "kannel")
         kan_cpu = meter.stop()
         time.sleep(1)
@@ -205,9 +227,9 @@ def main() -> None:
                                       f"{kan.p99_ms:.1f} ms"),
         ("  fakesmsc received meanwhile", f"{delivered:,}"),
         ("  cores used", cores(kan_cpu)),
-        ("RATIO Amivono/Kannel accepted/s", b.ratio(ami.ok_per_second, kan.ok_per_second)),
-        ("RATIO Amivono/Kannel p50 latency", b.ratio(ami.p50_ms, kan.p50_ms)),
-        ("RATIO Amivono/Kannel p99 latency", b.ratio(ami.p99_ms, kan.p99_ms)),
+        ("RATIO Amivono/Kannel accepted/s", ratio(ami.ok_per_second, kan.ok_per_second)),
+        ("RATIO Amivono/Kannel p50 latency", ratio(ami.p50_ms, kan.p50_ms)),
+        ("RATIO Amivono/Kannel p99 latency", ratio(ami.p99_ms, kan.p99_ms)),
     ]
     if workers is not None and workers_cpu is not None:
         rows += [
@@ -217,7 +239,7 @@ def main() -> None:
                                           f"{workers.p99_ms:.1f} ms"),
             ("  cores used", cores(workers_cpu)),
             (f"RATIO {args.workers} workers/Kannel accepted/s",
-             b.ratio(workers.ok_per_second, kan.ok_per_second)),
+             ratio(workers.ok_per_second, kan.ok_per_second)),
         ]
     notes = [
         "Amivono: `python -m service api`, no dispatcher; the spec's body (repeat 10, so a "
@@ -229,11 +251,11 @@ def main() -> None:
     ]
     if ami.errors or kan.errors:
         notes.append(f"socket errors: Amivono '{ami.errors}', Kannel '{kan.errors}'")
-    b.print_block("API accept rate (bench/api_accept.py)", rows, notes)
+    print_block("API accept rate (bench/api_accept.py)", rows, notes)
     if profile_lines:
         print("\npy-spy on the single API process under the same load:")
         print("\n".join(profile_lines))
-        print(f"(collapsed stacks: {b.WORK_DIR}/profile-api.txt)")
+        print(f"(collapsed stacks: {WORK_DIR}/profile-api.txt)")
 
 
 if __name__ == "__main__":

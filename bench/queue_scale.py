@@ -21,7 +21,18 @@ import asyncio
 import sys
 import time
 
-import benchlib as b
+from debian import ensure_debian_packages
+from report import percentile, print_block, ratio
+from stack import (
+    LOG_DIR,
+    SetupError,
+    amivono,
+    cleanup_on_exit,
+    drop_database,
+    fresh_database,
+    psql,
+    say,
+)
 
 DB = "amivono_bench_queue"
 DSN = f"postgresql://postgres@127.0.0.1:5432/{DB}"
@@ -31,7 +42,7 @@ LIMIT = 32
 
 def insert_future(account_id: int, first: int, last: int) -> float:
     started = time.monotonic()
-    b.psql(f"""
+    psql(f"""
         INSERT INTO sms_messages (account_id, from_number, to_number, text, body, encoding,
                                   segments, repeat_total, due_at)
         SELECT {account_id}, '+46736265400', '+46736265449', 'future ' || g, 'future ' || g,
@@ -40,7 +51,7 @@ def insert_future(account_id: int, first: int, last: int) -> float:
     took = time.monotonic() - started
     # Settle what the insert left behind (autovacuum's and the checkpoint's
     # work) before timing, for both sizes alike.
-    b.psql("VACUUM (ANALYZE) sms_messages;\nCHECKPOINT;", DSN)
+    psql("VACUUM (ANALYZE) sms_messages;\nCHECKPOINT;", DSN)
     return took
 
 
@@ -48,36 +59,45 @@ def set_history(count: int) -> None:
     """sms_attempts with exactly `count` finished attempts (of the future sends):
     each measurement starts from the same history. TRUNCATE, since the table's
     trigger refuses deletes (this is the bench's own database)."""
-    b.psql("TRUNCATE sms_attempts;", DSN)
+    psql("TRUNCATE sms_attempts;", DSN)
     if count:
-        b.say(f"inserting {count:,} finished attempts")
-        b.psql(f"""
+        say(f"inserting {count:,} finished attempts")
+        psql(f"""
             INSERT INTO sms_attempts (message_id, send_number, dispatcher, transport,
                                       started_at, finished_at, outcome, detail)
             SELECT id, 1, 'history', 'ari-pjsip', now() - interval '1 day',
                    now() - interval '1 day', 'sent', 'history'
             FROM sms_messages WHERE due_at > now() + interval '1 hour' LIMIT {count};""", DSN)
-    b.psql("VACUUM (ANALYZE) sms_attempts;\nCHECKPOINT;", DSN)
+    psql("VACUUM (ANALYZE) sms_attempts;\nCHECKPOINT;", DSN)
 
 
 def plan_of_claim(account_id: int, due: int, name: str) -> tuple[str, str]:
     """EXPLAIN ANALYZE of one claim of `due` due rows (rolled back): the scan on
     sms_messages and the server's execution time. The full plan goes to the logs."""
-    from service.store.queries import queries
+    import aiosql
 
-    # The statement as aiosql hands it to asyncpg: $1..$4 are limit, dispatcher,
-    # transport, lease_seconds, in the order they appear.
-    sql = queries.sms_messages.claim_due_sends.sql.strip().rstrip(";")
-    out = b.psql(f"""BEGIN;
+    from service.store.queries import SQL_DIR
+
+    # The statement as aiosql hands it to asyncpg (service.store.queries loads it
+    # the same way), and the parameters in the order its $1, $2, ... number them.
+    loaded = aiosql.from_path(SQL_DIR / "sms_messages.sql", "asyncpg", mandatory_parameters=False)
+    sql = loaded.claim_due_sends.sql.strip().rstrip(";")
+    order = loaded.driver_adapter.var_sorted["claim_due_sends"]
+    values = {"limit": str(LIMIT), "dispatcher": "'bench'", "transport": "'ari-pjsip'",
+              "ready": "ARRAY['ari-pjsip']", "lease_seconds": "60.0"}
+    if sorted(order) != sorted(values):
+        raise SetupError(f"claim_due_sends takes {order}, the bench knows {sorted(values)}")
+    args = ", ".join(values[name] for name in order)
+    out = psql(f"""BEGIN;
         INSERT INTO sms_messages (account_id, from_number, to_number, text, body, encoding,
                                   segments, repeat_total, due_at)
         SELECT {account_id}, '+46736265400', '+46736265449', 'due', 'due', 'GSM-7', 1, 1,
                now() - interval '1 second' FROM generate_series(1, {due});
         PREPARE claim AS {sql};
-        EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE claim({LIMIT}, 'bench', 'ari-pjsip', 60.0);
+        EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE claim({args});
         ROLLBACK;""", DSN)
-    b.LOG_DIR.mkdir(parents=True, exist_ok=True)
-    (b.LOG_DIR / f"queue-plan-{name}.txt").write_text(out)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    (LOG_DIR / f"queue-plan-{name}.txt").write_text(out)
     lines = [ln.strip() for ln in out.splitlines()]
     at = next((i for i, ln in enumerate(lines) if "sms_messages" in ln and "Scan" in ln), None)
     execution = next((ln for ln in lines if ln.startswith("Execution Time")), "?")
@@ -108,7 +128,7 @@ async def time_claims(account_id: int, claims: int, due: int) -> list[float]:
                 lease_seconds=60.0)
             out.append(time.perf_counter() - started)
             if len(rows) != due:
-                raise b.SetupError(f"claim {i} took {len(rows)} rows, expected {due}")
+                raise SetupError(f"claim {i} took {len(rows)} rows, expected {due}")
             # Finish them as a dispatcher would, so the queue does not grow.
             for row in rows:
                 await queries.sms_messages.finish_send(
@@ -133,14 +153,13 @@ def main() -> None:
                  "--history 1 to --large")
 
     results: dict[str, tuple] = {}
-    with b.cleanup_on_exit() as stack:
-        b.ensure_debian_packages("queue_scale")
+    with cleanup_on_exit() as stack:
+        ensure_debian_packages("queue_scale")
         env = {"AMIVONO_DATABASE_URL": DSN}
-        b.drop_database(DB)
-        stack.callback(b.drop_database, DB)
-        b.amivono("migrate", env=env)
-        b.amivono("keys", "create", "bench-queue", env=env)
-        account_id = int(b.psql("SELECT id FROM accounts WHERE name = 'bench-queue'", DSN))
+        fresh_database(DSN)
+        stack.callback(drop_database, DSN)
+        amivono("keys", "create", "bench-queue", env=env)
+        account_id = int(psql("SELECT id FROM accounts WHERE name = 'bench-queue'", DSN))
         inserted = 0
         scenarios = [(f"{SMALL:,} future sends", SMALL, 0),
                      (f"{args.large:,} future sends", args.large, 0),
@@ -149,23 +168,23 @@ def main() -> None:
         for label, size, history in scenarios:
             took = 0.0
             if size > inserted:
-                b.say(f"inserting {size - inserted:,} future sends (total {size:,})")
+                say(f"inserting {size - inserted:,} future sends (total {size:,})")
                 took = insert_future(account_id, inserted + 1, size)
                 inserted = size
             set_history(history)
             asyncio.run(time_claims(account_id, 20, args.due))  # warm-up
-            b.say(f"timing {args.claims} claims: {label}")
+            say(f"timing {args.claims} claims: {label}")
             lat = asyncio.run(time_claims(account_id, args.claims, args.due))
-            pending = int(b.psql("SELECT count(*) FROM sms_messages WHERE due_at IS NOT NULL",
-                                 DSN))
+            pending = int(psql("SELECT count(*) FROM sms_messages WHERE due_at IS NOT NULL",
+                               DSN))
             plan = plan_of_claim(account_id, args.due, str(len(results)))
             results[label] = (lat, took, pending, *plan)
 
     rows = []
     for label, (lat, took, pending, plan, execution) in results.items():
         rows += [
-            (label, f"claim p50 {b.percentile(lat, 50) * 1000:.2f} ms, "
-             f"p99 {b.percentile(lat, 99) * 1000:.2f} ms, max {max(lat) * 1000:.2f} ms "
+            (label, f"claim p50 {percentile(lat, 50) * 1000:.2f} ms, "
+             f"p99 {percentile(lat, 99) * 1000:.2f} ms, max {max(lat) * 1000:.2f} ms "
              f"({len(lat)} claims of {args.due} due rows)"),
             ("  pending at the end / insert took", f"{pending:,} / {took:.1f} s"),
             ("  plan (EXPLAIN ANALYZE)", f"{plan}; {execution}"),
@@ -173,21 +192,22 @@ def main() -> None:
     small, large, history = (results[label][0] for label, _, _ in scenarios)
     rows += [
         (f"RATIO p50 {args.large:,}/{SMALL:,} pending",
-         b.ratio(b.percentile(large, 50), b.percentile(small, 50))),
+         ratio(percentile(large, 50), percentile(small, 50))),
         (f"RATIO p99 {args.large:,}/{SMALL:,} pending",
-         b.ratio(b.percentile(large, 99), b.percentile(small, 99))),
+         ratio(percentile(large, 99), percentile(small, 99))),
         (f"RATIO p50 with/without {args.history:,} attempts of history",
-         b.ratio(b.percentile(history, 50), b.percentile(large, 50))),
+         ratio(percentile(history, 50), percentile(large, 50))),
     ]
     notes = [
         f"claim_due_sends(limit={LIMIT}) through service.store.queries on one asyncpg connection; "
         "each claimed send is then finished (finish_send), as a dispatcher does",
         "time per claim includes the client round trip (loopback)",
         "each measurement starts from the history stated (sms_attempts truncated, then "
-        "filled); its own claims add 3,200 attempts as it runs",
+        f"filled); its own claims add {(args.claims + 20) * args.due:,} attempts as it runs "
+        "(20 warm-up claims included)",
         f"database {DB}, dropped at the end",
     ]
-    b.print_block("Queue scale (bench/queue_scale.py)", rows, notes)
+    print_block("Queue scale (bench/queue_scale.py)", rows, notes)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # Run one benchmark (or all) from the project root:
 #   bash bench/run.sh api_accept|sms_end_to_end|voice_calls|queue_scale|all [ARGS...]
 # Each bench installs what it lacks, uses its own database, ports and Asterisk
-# folder (bench/benchlib.py), prints its figures and ratios, and stops what it
+# folder (bench/stack.py), prints its figures and ratios, and stops what it
 # started. See bench/README.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

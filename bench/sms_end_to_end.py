@@ -4,7 +4,7 @@ simulator, beside Kannel: sendsms accepted (202) -> received by fakesmsc.
     .venv/bin/python bench/sms_end_to_end.py [--burst 2000] [--paced-rate 50]
                                              [--paced-seconds 10] [--no-second-dispatcher]
 
-Two phases for each side, with the same driver (bench/benchlib.py `drive`,
+Two phases for each side, with the same driver (bench/load.py `drive`,
 32 keep-alive connections):
   burst  N messages posted as fast as they are accepted: the sustained rate at
          which they reach the far end (first to last arrival), and the latency
@@ -25,7 +25,25 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-import benchlib as b
+from cpu import CpuMeter, postgres_pid
+from debian import ensure_debian_packages
+from kannel import KANNEL_SENDSMS_PORT, Kannel
+from load import Sent, drive
+from report import percentile, print_block, ratio
+from stack import (
+    API,
+    SPEC_FROM,
+    SPEC_TO,
+    amivono,
+    asterisk_down,
+    asterisk_pids,
+    carrier_dir,
+    cleanup_on_exit,
+    gateway_stack,
+    say,
+    start_dispatcher,
+    wait_until,
+)
 
 CONCURRENCY = 32
 
@@ -51,13 +69,13 @@ class Phase:
         return self.received / self.total_seconds if self.total_seconds else 0.0
 
     def p(self, q: float) -> float:
-        return b.percentile(self.latencies, q) * 1000
+        return percentile(self.latencies, q) * 1000
 
 
 def carrier_times() -> dict[int, float]:
     """message_id -> epoch seconds the carrier logged it, via the CLI."""
     out: dict[int, float] = {}
-    for line in b.amivono("carrier", "messages").splitlines():
+    for line in amivono("carrier", "messages").splitlines():
         sms = json.loads(line)
         if sms.get("message_id"):
             when = datetime.fromisoformat(sms["time"].replace("Z", "+00:00"))
@@ -66,7 +84,7 @@ def carrier_times() -> dict[int, float]:
 
 
 def carrier_count() -> int:
-    log = b.carrier_dir() / "spool" / "sms-received.log"
+    log = carrier_dir() / "spool" / "sms-received.log"
     with log.open("rb") as f:
         return sum(1 for _ in f)
 
@@ -75,17 +93,17 @@ def amivono_phase(name: str, key: str, count: int, rate: float, base_count: int,
                   pids: dict[str, int]) -> Phase:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     reqs = [("POST", "/messages/sms",
-             json.dumps({"from": b.SPEC_FROM, "to": b.SPEC_TO,
+             json.dumps({"from": SPEC_FROM, "to": SPEC_TO,
                          "message": f"bench {name} {i}"}).encode(), headers)
             for i in range(count)]
-    b.say(f"Amivono {name}: {count} messages" + (f" at {rate:.0f}/s" if rate else ""))
-    meter = b.CpuMeter(pids)
-    sent = asyncio.run(b.drive(b.API, reqs, CONCURRENCY, rate))
+    say(f"Amivono {name}: {count} messages" + (f" at {rate:.0f}/s" if rate else ""))
+    meter = CpuMeter(pids)
+    sent = asyncio.run(drive(API, reqs, CONCURRENCY, rate))
     ok = [s for s in sent if s.status == 201]
     accepted = {json.loads(s.body)["id"]: s.done_at for s in ok}
     deadline_s = 60 + count / 50
-    b.wait_until(lambda: carrier_count() - base_count >= len(ok), deadline_s,
-                 f"the carrier to receive {len(ok)} messages", 0.5)
+    wait_until(lambda: carrier_count() - base_count >= len(ok), deadline_s,
+               f"the carrier to receive {len(ok)} messages", 0.5)
     cpu = meter.stop()
     times = carrier_times()
     got = {mid: times[mid] for mid in accepted if mid in times}
@@ -94,7 +112,7 @@ def amivono_phase(name: str, key: str, count: int, rate: float, base_count: int,
     return phase
 
 
-def make_phase(name: str, count: int, sent: list[b.Sent], accepted: dict, got: dict) -> Phase:
+def make_phase(name: str, count: int, sent: list[Sent], accepted: dict, got: dict) -> Phase:
     arrivals = sorted(got.values())
     first_accept = min(accepted.values()) if accepted else 0.0
     return Phase(
@@ -106,18 +124,18 @@ def make_phase(name: str, count: int, sent: list[b.Sent], accepted: dict, got: d
         total_seconds=(arrivals[-1] - first_accept) if arrivals else 0.0)
 
 
-def kannel_phase(kannel: b.Kannel, name: str, count: int, rate: float) -> Phase:
-    meter = b.CpuMeter({p.name.removeprefix("kannel-"): p.pid for p in kannel.procs})
+def kannel_phase(kannel: Kannel, name: str, count: int, rate: float) -> Phase:
+    meter = CpuMeter({p.name.removeprefix("kannel-"): p.pid for p in kannel.procs})
     texts = [f"bench-{name}-{i}" for i in range(count)]
     reqs = [("GET", kannel.sendsms_path(t), b"", {}) for t in texts]
-    b.say(f"Kannel {name}: {count} messages" + (f" at {rate:.0f}/s" if rate else ""))
+    say(f"Kannel {name}: {count} messages" + (f" at {rate:.0f}/s" if rate else ""))
     start = len(kannel.received)
-    base = f"http://127.0.0.1:{b.KANNEL_SENDSMS_PORT}"
-    sent = asyncio.run(b.drive(base, reqs, CONCURRENCY, rate))
+    base = f"http://127.0.0.1:{KANNEL_SENDSMS_PORT}"
+    sent = asyncio.run(drive(base, reqs, CONCURRENCY, rate))
     accepted = {texts[s.index]: s.done_at for s in sent
                 if s.status == 202 and s.body.startswith(b"0: Accepted")}
-    b.wait_until(lambda: len(kannel.received) - start >= len(accepted), 60 + count / 50,
-                 f"fakesmsc to receive {len(accepted)} messages", 0.2)
+    wait_until(lambda: len(kannel.received) - start >= len(accepted), 60 + count / 50,
+               f"fakesmsc to receive {len(accepted)} messages", 0.2)
     got = {}
     for when, line in kannel.received[start:]:
         text = line.rsplit(" ", 1)[-1]
@@ -152,21 +170,21 @@ def main() -> None:
         ap.error("--paced-rate 1 to 500 and --paced-seconds 5 to 60")
     paced_count = int(args.paced_rate * args.paced_seconds)
 
-    with b.cleanup_on_exit() as stack:
-        b.ensure_debian_packages("sms_end_to_end")
-        key, api = b.gateway_stack(stack, "bench-e2e")
-        d1 = b.start_dispatcher("bench-d1")
+    with cleanup_on_exit() as stack:
+        ensure_debian_packages("sms_end_to_end")
+        key, api = gateway_stack(stack, "bench-e2e")
+        d1 = start_dispatcher("bench-d1")
         stack.callback(d1.stop)
 
-        pids = {"API": api.pid, "dispatcher": d1.pid, **b.asterisk_pids(),
-                "PostgreSQL": b.postgres_pid()}
+        pids = {"API": api.pid, "dispatcher": d1.pid, **asterisk_pids(),
+                "PostgreSQL": postgres_pid()}
         received = carrier_count()
         a_paced = amivono_phase("paced", key, paced_count, args.paced_rate, received, pids)
         received = carrier_count()
         a_burst = amivono_phase("burst", key, args.burst, 0.0, received, pids)
         a_burst2 = None
         if not args.no_second_dispatcher:
-            d2 = b.start_dispatcher("bench-d2")
+            d2 = start_dispatcher("bench-d2")
             stack.callback(d2.stop)
             received = carrier_count()
             a_burst2 = amivono_phase("burst2", key, args.burst, 0.0, received,
@@ -174,16 +192,16 @@ def main() -> None:
             d2.stop()
         d1.stop()
         api.stop()
-        b.asterisk_down()
+        asterisk_down()
 
-        kannel = b.Kannel()
+        kannel = Kannel()
         stack.callback(kannel.stop)
         kannel.start()
         k_paced = kannel_phase(kannel, "paced", paced_count, args.paced_rate)
         k_burst = kannel_phase(kannel, "burst", args.burst, 0.0)
         kannel.stop()
 
-    rows = [("driver", f"{CONCURRENCY} keep-alive HTTP/1.1 connections (bench/benchlib.py drive)")]
+    rows = [("driver", f"{CONCURRENCY} keep-alive HTTP/1.1 connections (bench/load.py drive)")]
     rows += phase_rows(f"Amivono burst of {args.burst}, 1 dispatcher", a_burst)
     if a_burst2 is not None:
         rows += phase_rows(f"Amivono burst of {args.burst}, 2 dispatchers", a_burst2)
@@ -194,14 +212,14 @@ def main() -> None:
                        k_paced)
     rows += [
         ("RATIO Amivono/Kannel delivered/s (burst, 1 dispatcher)",
-         b.ratio(a_burst.sustained, k_burst.sustained)),
+         ratio(a_burst.sustained, k_burst.sustained)),
     ]
     if a_burst2 is not None:
         rows.append(("RATIO Amivono/Kannel delivered/s (burst, 2 dispatchers)",
-                     b.ratio(a_burst2.sustained, k_burst.sustained)))
+                     ratio(a_burst2.sustained, k_burst.sustained)))
     rows += [
-        ("RATIO Amivono/Kannel paced latency p50", b.ratio(a_paced.p(50), k_paced.p(50))),
-        ("RATIO Amivono/Kannel paced latency p99", b.ratio(a_paced.p(99), k_paced.p(99))),
+        ("RATIO Amivono/Kannel paced latency p50", ratio(a_paced.p(50), k_paced.p(50))),
+        ("RATIO Amivono/Kannel paced latency p99", ratio(a_paced.p(99), k_paced.p(99))),
     ]
     notes = [
         "Amivono: `python -m service api` + `python -m service dispatcher` with default "
@@ -212,11 +230,11 @@ def main() -> None:
         "a negative Kannel latency: fakesmsc had the message before the client read the 202",
         "cores used: CPU of each process tree over the phase ('machine': everything, of 2.00)",
     ]
-    b.print_block("SMS end to end (bench/sms_end_to_end.py)", rows, notes)
+    print_block("SMS end to end (bench/sms_end_to_end.py)", rows, notes)
 
 
 if __name__ == "__main__":
     started = time.monotonic()
     main()
-    b.say(f"done in {time.monotonic() - started:.0f} s")
+    say(f"done in {time.monotonic() - started:.0f} s")
     sys.exit(0)

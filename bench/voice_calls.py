@@ -35,7 +35,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import benchlib as b
+from cpu import CpuMeter, postgres_pid
+from debian import ensure_debian_packages
+from load import drive
+from report import percentile, print_block, ratio
+from stack import (
+    API,
+    BENCH_DIR,
+    BENCH_ENV,
+    LOG_DIR,
+    SPEC_FROM,
+    WORK_DIR,
+    SetupError,
+    amivono,
+    asterisk_pids,
+    carrier_dir,
+    cleanup_on_exit,
+    gateway_stack,
+    psql,
+    say,
+    start_dispatcher,
+    wait_until,
+)
 
 CONCURRENCY = 16
 TONE_SECONDS = 1.0
@@ -66,7 +87,7 @@ class Result:
     cpu: dict[str, float]
 
     def p(self, q: float) -> float:
-        return b.percentile(self.post_dial, q) * 1000
+        return percentile(self.post_dial, q) * 1000
 
 
 _EXECUTING = re.compile(
@@ -74,7 +95,7 @@ _EXECUTING = re.compile(
 
 
 def messages_log() -> Path:
-    return b.carrier_dir() / "log" / "messages.log"
+    return carrier_dir() / "log" / "messages.log"
 
 
 def log_offset() -> int:
@@ -98,7 +119,7 @@ def carrier_invites(offset: int) -> dict[str, float]:
 
 def carrier_calls() -> dict[str, dict]:
     out = {}
-    for line in b.amivono("carrier", "calls").splitlines():
+    for line in amivono("carrier", "calls").splitlines():
         call = json.loads(line)
         call["end"] = datetime.fromisoformat(call["time"].replace("Z", "+00:00")).timestamp()
         out[call["to"]] = call
@@ -106,7 +127,7 @@ def carrier_calls() -> dict[str, dict]:
 
 
 def calls_ended(numbers: list[str]) -> int:
-    log = b.carrier_dir() / "spool" / "calls.log"
+    log = carrier_dir() / "spool" / "calls.log"
     wanted = set(numbers)
     return sum(1 for line in log.read_text().splitlines()
                if len(parts := line.split("|")) == 7 and parts[2] in wanted)
@@ -130,28 +151,28 @@ def amivono_phase(name: str, key: str, numbers: list[str], rate: float,
                   pids: dict[str, int]) -> Result:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     reqs = [("POST", "/messages/voice", json.dumps(
-        {"from": b.SPEC_FROM, "to": n, "file": "tone.wav"}).encode(), headers)
+        {"from": SPEC_FROM, "to": n, "file": "tone.wav"}).encode(), headers)
         for n in numbers]
-    b.say(f"Amivono {name}: {len(numbers)} calls" + (f" at {rate:.0f}/s" if rate else ""))
+    say(f"Amivono {name}: {len(numbers)} calls" + (f" at {rate:.0f}/s" if rate else ""))
     offset = log_offset()
-    meter = b.CpuMeter(pids)
-    sent = asyncio.run(b.drive(b.API, reqs, CONCURRENCY, rate))
+    meter = CpuMeter(pids)
+    sent = asyncio.run(drive(API, reqs, CONCURRENCY, rate))
     bad = [s for s in sent if s.status != 201]
     if bad:
-        raise b.SetupError(f"{len(bad)} voice POSTs failed: {bad[0].status} {bad[0].body[:300]}")
+        raise SetupError(f"{len(bad)} voice POSTs failed: {bad[0].status} {bad[0].body[:300]}")
     ids = [json.loads(s.body)["id"] for s in sent]
     started = {numbers[s.index]: s.done_at for s in sent}
     id_list = ",".join(str(i) for i in ids)
-    dsn = b.BENCH_ENV["AMIVONO_DATABASE_URL"]
+    dsn = BENCH_ENV["AMIVONO_DATABASE_URL"]
 
     def finished() -> bool:
-        return int(b.psql(f"SELECT count(*) FROM voice_messages WHERE id IN ({id_list}) "
-                          "AND finished_at IS NOT NULL", dsn)) == len(ids)
+        return int(psql(f"SELECT count(*) FROM voice_messages WHERE id IN ({id_list}) "
+                        "AND finished_at IS NOT NULL", dsn)) == len(ids)
 
-    b.wait_until(finished, 60 + len(ids), f"{len(ids)} voice messages to finish", 0.5)
-    b.wait_until(lambda: calls_ended(numbers) >= len(numbers), 20, "the carrier's call log", 0.2)
+    wait_until(finished, 60 + len(ids), f"{len(ids)} voice messages to finish", 0.5)
+    wait_until(lambda: calls_ended(numbers) >= len(numbers), 20, "the carrier's call log", 0.2)
     cpu = meter.stop()
-    rows = b.psql(f"SELECT to_number, outcome FROM voice_messages WHERE id IN ({id_list})", dsn)
+    rows = psql(f"SELECT to_number, outcome FROM voice_messages WHERE id IN ({id_list})", dsn)
     outcomes: dict[str, int] = {}
     completed = set()
     for line in rows.splitlines():
@@ -173,7 +194,7 @@ def install_sipp_context(tone: str) -> None:
     settings = SandboxSettings.from_env()
     gateway = instances(settings)["gateway"]
     etc = gateway.dir / "etc"
-    src = b.BENCH_DIR / "asterisk"
+    src = BENCH_DIR / "asterisk"
     (etc / "bench-sipp-pjsip.conf").write_text((src / "bench-sipp-pjsip.conf").read_text())
     (etc / "bench-sipp-extensions.conf").write_text(
         (src / "bench-sipp-extensions.conf").read_text()
@@ -185,32 +206,32 @@ def install_sipp_context(tone: str) -> None:
             (etc / conf).write_text(text + f'\n#include "{include}"\n')
     gateway.cli("module reload res_pjsip.so")
     gateway.cli("dialplan reload")
-    b.wait_until(lambda: "bench-sipp" in gateway.cli("pjsip show endpoints"), 10,
-                 "the bench-sipp endpoint")
+    wait_until(lambda: "bench-sipp" in gateway.cli("pjsip show endpoints"), 10,
+               "the bench-sipp endpoint")
 
 
 def sipp_phase(name: str, numbers: list[str], rate: float, pids: dict[str, int]) -> Result:
-    folder = b.WORK_DIR / "sipp"
+    folder = WORK_DIR / "sipp"
     folder.mkdir(parents=True, exist_ok=True)
     inf = folder / f"{name}.csv"
     inf.write_text("SEQUENTIAL\n" + "".join(f"{n};\n" for n in numbers))
     log = folder / f"{name}-invites.log"
     log.unlink(missing_ok=True)
-    cmd = ["sipp", "127.0.0.1:35060", "-sf", str(b.BENCH_DIR / "sipp_uac.xml"),
+    cmd = ["sipp", "127.0.0.1:35060", "-sf", str(BENCH_DIR / "sipp_uac.xml"),
            "-inf", str(inf), "-i", "127.0.0.2", "-p", str(SIPP_PORT), "-mi", "127.0.0.2",
            "-mp", str(SIPP_MEDIA_PORT), "-r", f"{rate:g}", "-m", str(len(numbers)),
            "-l", "100", "-trace_logs", "-log_file", str(log), "-nostdin",
            "-timeout", f"{int(60 + len(numbers) / rate)}s", "-recv_timeout", "40000",
            "-trace_stat", "-stf", str(folder / f"{name}-stat.csv")]
-    b.say(f"sipp {name}: {len(numbers)} calls at {rate:g}/s")
+    say(f"sipp {name}: {len(numbers)} calls at {rate:g}/s")
     offset = log_offset()
-    meter = b.CpuMeter(pids)
+    meter = CpuMeter(pids)
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=folder,
                          timeout=120 + len(numbers) / rate)
-    (b.LOG_DIR / f"sipp-{name}.log").write_text(out.stdout + out.stderr)
+    (LOG_DIR / f"sipp-{name}.log").write_text(out.stdout + out.stderr)
     if out.returncode not in (0, 1):  # 1: some calls failed (counted below)
-        raise b.SetupError(f"sipp failed ({out.returncode}): {out.stderr[-2000:]}")
-    b.wait_until(lambda: calls_ended(numbers) >= len(numbers), 20, "the carrier's call log", 0.2)
+        raise SetupError(f"sipp failed ({out.returncode}): {out.stderr[-2000:]}")
+    wait_until(lambda: calls_ended(numbers) >= len(numbers), 20, "the carrier's call log", 0.2)
     cpu = meter.stop()
     started: dict[str, float] = {}
     for line in Path(log).read_text().splitlines():
@@ -256,29 +277,29 @@ def main() -> None:
         ap.error("--fast-rate 1 to 100, --paced-rate 1 to 20")
     paced_n = int(args.paced_rate * args.paced_seconds)
 
-    with b.cleanup_on_exit() as stack:
-        b.ensure_debian_packages("voice_calls")
-        key, api = b.gateway_stack(stack, "bench-voice")
+    with cleanup_on_exit() as stack:
+        ensure_debian_packages("voice_calls")
+        key, api = gateway_stack(stack, "bench-voice")
         import httpx
 
-        r = httpx.put(f"{b.API}/files/tone.wav", content=tone_wav(),
+        r = httpx.put(f"{API}/files/tone.wav", content=tone_wav(),
                       headers={"Authorization": f"Bearer {key}"}, timeout=30)
         if r.status_code not in (200, 201):
-            raise b.SetupError(f"upload failed: {r.status_code} {r.text}")
-        row = b.psql("SELECT account_id, stem FROM sound_files WHERE name = 'tone.wav'",
-                     b.BENCH_ENV["AMIVONO_DATABASE_URL"])
+            raise SetupError(f"upload failed: {r.status_code} {r.text}")
+        row = psql("SELECT account_id, stem FROM sound_files WHERE name = 'tone.wav'",
+                   BENCH_ENV["AMIVONO_DATABASE_URL"])
         account_id, stem = row.split("|")
-        tone = f"{b.BENCH_ENV['AMIVONO_SOUNDS_DIR']}/{account_id}/{stem}"
+        tone = f"{BENCH_ENV['AMIVONO_SOUNDS_DIR']}/{account_id}/{stem}"
 
-        base = {"API": api.pid, **b.asterisk_pids(), "PostgreSQL": b.postgres_pid()}
-        d1 = b.start_dispatcher("bench-voice", ready="voice: connected")
+        base = {"API": api.pid, **asterisk_pids(), "PostgreSQL": postgres_pid()}
+        d1 = start_dispatcher("bench-voice", ready="voice: connected")
         stack.callback(d1.stop)
         pids = {**base, "dispatcher": d1.pid}
         a_paced = amivono_phase("paced", key, numbers("10", paced_n), args.paced_rate, pids)
         a_burst = amivono_phase("burst", key, numbers("11", args.calls), 0.0, pids)
         d1.stop()
-        d2 = b.start_dispatcher("bench-voice-fast", ready="voice: connected",
-                                AMIVONO_CALLS_PER_SECOND=f"{args.fast_rate:g}")
+        d2 = start_dispatcher("bench-voice-fast", ready="voice: connected",
+                              AMIVONO_CALLS_PER_SECOND=f"{args.fast_rate:g}")
         stack.callback(d2.stop)
         a_fast = amivono_phase("fast", key, numbers("12", args.fast_calls), 0.0,
                                {**base, "dispatcher": d2.pid})
@@ -297,11 +318,11 @@ def main() -> None:
     rows += rows_for(f"sipp {args.calls} calls at 10/s", s_burst)
     rows += rows_for(f"sipp {args.fast_calls} calls at {args.fast_rate:g}/s", s_fast)
     rows += [
-        ("RATIO Amivono/sipp calls/s (10/s)", b.ratio(a_burst.sustained, s_burst.sustained)),
+        ("RATIO Amivono/sipp calls/s (10/s)", ratio(a_burst.sustained, s_burst.sustained)),
         (f"RATIO Amivono/sipp calls/s ({args.fast_rate:g}/s)",
-         b.ratio(a_fast.sustained, s_fast.sustained)),
-        ("RATIO Amivono/sipp post-dial p50 (paced)", b.ratio(a_paced.p(50), s_paced.p(50))),
-        ("RATIO Amivono/sipp post-dial p99 (paced)", b.ratio(a_paced.p(99), s_paced.p(99))),
+         ratio(a_fast.sustained, s_fast.sustained)),
+        ("RATIO Amivono/sipp post-dial p50 (paced)", ratio(a_paced.p(50), s_paced.p(50))),
+        ("RATIO Amivono/sipp post-dial p99 (paced)", ratio(a_paced.p(99), s_paced.p(99))),
     ]
     notes = [
         "the same 1 s tone, the same trunk (digest auth), ulaw end to end, the carrier records",
@@ -311,11 +332,11 @@ def main() -> None:
         "dialplan step (messages.log)",
         "a burst's post-dial latency is mostly time queued behind the pace",
     ]
-    b.print_block("Voice calls (bench/voice_calls.py)", rows, notes)
+    print_block("Voice calls (bench/voice_calls.py)", rows, notes)
 
 
 if __name__ == "__main__":
     started = time.monotonic()
     main()
-    b.say(f"done in {time.monotonic() - started:.0f} s")
+    say(f"done in {time.monotonic() - started:.0f} s")
     sys.exit(0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import Self
+from typing import Any, Self
 
 
 @dataclass(frozen=True)
@@ -152,14 +152,26 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Self:
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             raw = os.environ.get(f"AMIVONO_{f.name.upper()}")
             if raw is None:
                 continue
-            kind = type(f.default)
-            values[f.name] = kind(raw) if kind is not str else raw
+            kind: type = type(f.default)  # every setting has a default of its type
+            if kind is str:
+                values[f.name] = raw
+                continue
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                what = "an integer" if kind is int else "a number"
+                raise ValueError(
+                    f"AMIVONO_{f.name.upper()} must be {what}, not {raw!r}") from None
         return cls(**values)
+
+    def public_url(self, path: str) -> str:
+        """An absolute URL of the API as clients see it (Location, Link, url)."""
+        return f"{self.public_base_url.rstrip('/')}{path}"
 
     @property
     def sounds_dir_for_asterisk(self) -> str:

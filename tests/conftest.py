@@ -3,11 +3,7 @@ the gateway's own processes (API, dispatchers) started as a user would."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -42,68 +38,27 @@ TEST_ENV = {
 }
 os.environ.update(TEST_ENV)
 
+from sandbox import processes  # noqa: E402
+from sandbox.databases import fresh_database  # noqa: E402
 from sandbox.instances import Instance, instances  # noqa: E402
+from sandbox.processes import wait_for as wait_for  # noqa: E402  (tests import it from here)
+from sandbox.processes import wait_healthy as wait_healthy  # noqa: E402
 from sandbox.settings import SandboxSettings  # noqa: E402
-from service.store import database  # noqa: E402  (settings read the environment above)
-from service.store.api_keys import create_key  # noqa: E402
+from service.store.api_keys import create_key  # noqa: E402  (settings read the environment above)
 
 API = f"http://127.0.0.1:{TEST_ENV['AMIVONO_API_PORT']}"
 LOG_DIR = Path(os.environ.get("AMIVONO_TEST_LOGS", f"/tmp/amivono-test-logs{SLOT or ''}"))
+LAUNCH = processes.Launcher(LOG_DIR)
 
 
-async def wait_for(
-    predicate: Callable[[], Any],
-    timeout: float = 10.0,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> Any:
-    """Poll `predicate` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
-class Proc:
-    """An `amivono` subcommand run as its own process, as an operator would."""
+class Proc(processes.Proc):
+    """An `amivono` subcommand run as its own process, as an operator would,
+    its log in LOG_DIR/<name>.log (what LAUNCH.amivono starts; the tests
+    construct it by this name)."""
 
     def __init__(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.log_path = LOG_DIR / f"{name}.log"
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", *args],
-            env={**os.environ, **(env or {})},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = 20.0) -> int:
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        super().__init__(name, processes.amivono_argv(*args, python=LAUNCH.python), LOG_DIR,
+                         env=env)
 
 
 @pytest.fixture(scope="session")
@@ -114,13 +69,7 @@ def settings() -> SandboxSettings:
 @pytest.fixture(scope="session")
 async def db(settings: SandboxSettings) -> AsyncIterator[str]:
     """A fresh test database with the schema applied."""
-    admin = await asyncpg.connect(settings.database_url.rsplit("/", 1)[0] + "/postgres")
-    name = settings.database_url.rsplit("/", 1)[1]
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    await database.migrate(settings.database_url)
-    yield settings.database_url
+    yield await fresh_database(settings.database_url)
 
 
 @pytest.fixture(scope="session")
@@ -151,24 +100,9 @@ def gateway(sandbox: dict[str, Instance]) -> Instance:
     return sandbox["gateway"]
 
 
-async def wait_healthy(base: str, proc: Proc, timeout: float = 20.0) -> None:
-    async with httpx.AsyncClient() as client:
-
-        async def up() -> bool:
-            if proc.proc.poll() is not None:
-                raise AssertionError(f"{proc.name} exited:\n{proc.log()[-3000:]}")
-            try:
-                return (await client.get(f"{base}/healthz")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await wait_for(up, timeout, what=f"{proc.name} to answer")
-
-
 @pytest.fixture(scope="session")
 async def api(db: str) -> AsyncIterator[str]:
-    proc = Proc("api", "api")
-    await wait_healthy(API, proc)
+    proc = await LAUNCH.api("api", int(TEST_ENV["AMIVONO_API_PORT"]))
     yield API
     proc.stop()
 
@@ -195,12 +129,13 @@ async def auth(new_key: Callable[..., Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {await new_key()}"}
 
 
-def start_dispatcher(name: str, **env: str) -> Proc:
-    return Proc(f"dispatcher-{name}", "dispatcher", env={"AMIVONO_DISPATCHER_NAME": name, **env})
+def start_dispatcher(name: str, **env: str) -> processes.Proc:
+    """Not waited for: some tests start one that never connects."""
+    return LAUNCH.dispatcher(name, env)
 
 
 @pytest.fixture(scope="module")
-async def dispatcher(db: str, sandbox: dict[str, Instance]) -> AsyncIterator[Proc]:
+async def dispatcher(db: str, sandbox: dict[str, Instance]) -> AsyncIterator[processes.Proc]:
     proc = start_dispatcher(f"d-{os.getpid()}-{time.time_ns()}")
     yield proc
     proc.stop()

@@ -55,6 +55,8 @@ class _Manager(Manager):
     a refused login is only a False flag, and its ping never looks at the
     answer, so a hung peer goes unnoticed. `DongleAmiTransport.run` does both."""
 
+    pinger: asyncio.TimerHandle | None  # set by the base class
+
     def __init__(self, on_lost: Any, **config: Any) -> None:
         super().__init__(**config)
         self._on_lost = on_lost
@@ -290,7 +292,8 @@ class DongleAmiTransport:
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[sms_id] = waiter
         try:
-            return await _wait(waiter, self._status_timeout, session.lost)
+            status: str = await _wait(waiter, self._status_timeout, session.lost)
+            return status
         except (ConnectionError, TimeoutError):
             return None
         finally:

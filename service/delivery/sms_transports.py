@@ -4,15 +4,13 @@ each transport turns a validated message into its own protocol's request."""
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.telephony.ari import AriClient, AriError
-
 # Defence in depth: numbers were validated by the API, but nothing else may
 # ever reach a SIP URI, whatever path a row took into the database.
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)
+from service.domain.phone_numbers import E164_SHAPE as _E164
+from service.telephony.ari import AriClient, AriError
 
 
 @dataclass(frozen=True)

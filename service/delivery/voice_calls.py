@@ -14,53 +14,28 @@ events while it is disconnected.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from service.store.queries import queries
-
-if TYPE_CHECKING:
-    from service.delivery.dispatcher import Dispatcher, Job
+from typing import Any
 
 from service import metrics
-from service.delivery.dispatcher import QueueWorker, is_db_error
+from service.delivery.queue_worker import Job, QueueWorker, WorkerContext
+from service.domain.call_causes import CallEnd, classify
+from service.domain.phone_numbers import E164_SHAPE as _E164
+from service.store.database import OUTAGE
+from service.store.queries import queries
 from service.telephony.ari import AriClient, AriError
 
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "amivono-call-"
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)
-
-# Q.850 causes of a call that was never answered -> (outcome, worth a retry).
-CAUSES: dict[int, tuple[str, bool]] = {
-    0: ("no-answer", True),    # some versions report 0 for an originate timeout
-    16: ("rejected", False),   # cleared before answer
-    17: ("busy", True),
-    18: ("no-answer", True),   # no user responding
-    19: ("no-answer", True),   # no answer
-    21: ("rejected", False),   # call rejected
-    1: ("failed", False),      # unallocated number
-    3: ("failed", False),      # no route to destination
-    28: ("failed", False),     # invalid number format
-}
-
 
 def channel_id_for(attempt_id: int) -> str:
     # Fixed width: Asterisk matched 'amivono-call-1' against an existing
     # 'amivono-call-10' (a prefix) and refused the originate as a duplicate.
     # Ids of one length are never prefixes of each other.
     return f"{CHANNEL_PREFIX}{attempt_id:012d}"
-
-
-@dataclass(frozen=True)
-class CallEnd:
-    outcome: str
-    cause_code: int | None
-    cause_text: str | None
-    detail: str
-    retryable: bool
 
 
 @dataclass
@@ -90,55 +65,37 @@ class Call:
             self.end.set_result(end)
 
 
-def classify(call: Call, cause: int | None, cause_text: str | None) -> CallEnd:
-    """The outcome of a call whose channel is gone."""
-    if call.answered and call.playback_finished and not call.playback_failed:
-        # Delivered, even if a cancel arrived after the end: say what happened.
-        return CallEnd("completed", cause, cause_text, "answered; the file played to the end",
-                       False)
-    if call.canceled:
-        return CallEnd("canceled", cause, cause_text, "canceled by the client", False)
-    if call.answered:
-        # The person did not hear it all: worth a retry when retries were asked.
-        why = ("Asterisk reported the playback failed" if call.playback_failed
-               else "the call ended")
-        return CallEnd("failed", cause, cause_text,
-                       f"answered, but the file did not play to the end ({why})", True)
-    outcome, retryable = CAUSES.get(cause if cause is not None else -1, ("failed", False))
-    return CallEnd(outcome, cause, cause_text, f"not answered ({cause_text or 'no cause'})",
-                   retryable)
-
-
 class VoiceWorker(QueueWorker):
     kind = "voice"
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        s = dispatcher.settings
-        super().__init__(dispatcher, s.calls_per_dispatcher, s.calls_per_second)
+    def __init__(self, ctx: WorkerContext) -> None:
+        s = ctx.settings
+        super().__init__(ctx, s.calls_per_dispatcher, s.calls_per_second)
         self.calls: dict[str, Call] = {}
         self._connected_before = False
 
     @property
     def ari(self) -> AriClient:
-        return self.dispatcher.ari
+        return self.ctx.ari
 
     def ready(self) -> bool:
         return self.ari.connected.is_set()
 
     async def seconds_until_due(self) -> float | None:
-        return await queries.voice_messages.seconds_until_due(self.pool)
+        due: float | None = await queries.voice_messages.seconds_until_due(self.pool)
+        return due
 
     def _lease_seconds(self) -> float:
-        s = self.dispatcher.settings
+        s = self.settings
         return float(s.dial_timeout + s.max_sound_seconds + 60)
 
     async def claim(self, limit: int) -> tuple[int, list[Job]]:
-        s = self.dispatcher.settings
+        s = self.settings
         async with self.pool.acquire() as conn, conn.transaction():
             await queries.voice_messages.serialize_claims(conn)
             rows = await queries.voice_messages.claim_due_calls(
                 conn, limit=limit, trunk_limit=s.calls_per_trunk,
-                dispatcher=self.dispatcher.name, lease_seconds=self._lease_seconds())
+                dispatcher=self.ctx.name, lease_seconds=self._lease_seconds())
         jobs: list[Job] = []
         for row in rows:
             if row["attempt_id"] is None:
@@ -148,15 +105,15 @@ class VoiceWorker(QueueWorker):
                 from_=row["from_number"], file_name=row["file_name"],
                 account_id=row["account_id"], seconds=(row["duration_ms"] or 0) / 1000)
             if row["stem"] is None:  # the file is gone: nothing to play
-                jobs.append(lambda call=call: self._finish(call, CallEnd(
+                jobs.append(functools.partial(self._finish, call, CallEnd(
                     "failed", None, None, f"sound file {call.file_name!r} no longer exists",
                     False)))
                 continue
-            jobs.append(lambda call=call: self._call(call))
+            jobs.append(functools.partial(self._call, call))
         return len(rows), jobs
 
     async def _call(self, call: Call) -> None:
-        s = self.dispatcher.settings
+        s = self.settings
         if not (_E164.fullmatch(call.to) and _E164.fullmatch(call.from_)):
             await self._finish(call, CallEnd("failed", None, None, "number is not E.164", False))
             return
@@ -191,7 +148,7 @@ class VoiceWorker(QueueWorker):
 
     async def _await_end(self, call: Call) -> CallEnd:
         """Wait for the channel to go, with timers of our own in case no event comes."""
-        s = self.dispatcher.settings
+        s = self.settings
         ring_deadline = s.dial_timeout + 10.0
         try:
             return await asyncio.wait_for(asyncio.shield(call.end), ring_deadline)
@@ -229,7 +186,7 @@ class VoiceWorker(QueueWorker):
                  call.attempt_id, call.to, end.outcome, end.detail, end.cause_code,
                  extra={"message_id": call.message_id, "attempt_id": call.attempt_id,
                         "kind": "voice"})
-        s = self.dispatcher.settings
+        s = self.settings
         await self.record(
             queries.voice_messages.finish_call, attempt_id=call.attempt_id,
             outcome=end.outcome, cause_code=end.cause_code, cause_text=end.cause_text,
@@ -283,15 +240,13 @@ class VoiceWorker(QueueWorker):
         try:
             found = await queries.sound_files.get(
                 self.pool, account_id=call.account_id, name=call.file_name)
-        except Exception as exc:
-            if not is_db_error(exc):
-                raise
+        except OUTAGE as exc:
             log.warning("looking up %s failed: %s", call.file_name, exc)
             return None
         if found is None:
             return None
         call.seconds = found["duration_ms"] / 1000
-        return (f"sound:{self.dispatcher.settings.sounds_dir_for_asterisk}/"
+        return (f"sound:{self.settings.sounds_dir_for_asterisk}/"
                 f"{call.account_id}/{found['stem']}")
 
     async def reconcile(self) -> None:
@@ -327,16 +282,14 @@ class VoiceWorker(QueueWorker):
             call.canceled = True
             asyncio.get_running_loop().create_task(self._hangup(call))
 
-    async def check_cancellations(self) -> None:
+    async def maintain(self) -> None:
         """The fallback for a lost NOTIFY: ask the database about our calls."""
         if not self.calls:
             return
         ids = [c.attempt_id for c in self.calls.values()]
         try:
             canceled = await queries.voice_messages.canceled_among(self.pool, attempt_ids=ids)
-        except Exception as exc:
-            if not is_db_error(exc):
-                raise
+        except OUTAGE:
             return
         for attempt_id in canceled:
             self.cancel_requested(str(attempt_id))

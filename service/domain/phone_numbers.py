@@ -11,9 +11,12 @@ import re
 
 import phonenumbers
 
+# The one spelling of E.164 in the gateway: '+' then 2 to 15 ASCII digits.
+# Unanchored (JSON Schema wants it as f"^{E164_PATTERN}$"); match with fullmatch.
+E164_PATTERN = r"\+[1-9][0-9]{1,14}"
 # Checked before phonenumbers sees the text: phonenumbers itself would
 # happily normalise spaces, letters and non-ASCII digits.
-_E164_SHAPE = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)
+E164_SHAPE = re.compile(E164_PATTERN, re.ASCII)
 
 
 class InvalidNumber(ValueError):
@@ -31,7 +34,7 @@ def parse_e164(value: object) -> str:
 def _parse(value: str) -> str:
     # Cached: phonenumbers' metadata lookups were a tenth of the API's time,
     # and the same few numbers come again and again. Errors are not cached.
-    if not _E164_SHAPE.fullmatch(value):
+    if not E164_SHAPE.fullmatch(value):
         raise InvalidNumber("must be in E.164 form: '+' then 2 to 15 ASCII digits, nothing else")
     try:
         parsed = phonenumbers.parse(value, None)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
-
-from starlette.requests import Request
+from collections.abc import Mapping
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 TOKEN_LENGTH = 11
@@ -42,12 +41,13 @@ def link_for(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/{token}"
 
 
-def is_preview(request: Request) -> bool:
-    """True when the request is not a person opening the link."""
-    if request.method != "GET":
+def is_preview(method: str, headers: Mapping[str, str]) -> bool:
+    """True when the request is not a person opening the link (`headers` by
+    lower-case name)."""
+    if method != "GET":
         return True
-    purpose = request.headers.get("sec-purpose", "") + request.headers.get("purpose", "")
+    purpose = headers.get("sec-purpose", "") + headers.get("purpose", "")
     if "prefetch" in purpose.lower() or "preview" in purpose.lower():
         return True
-    agent = request.headers.get("user-agent", "")
+    agent = headers.get("user-agent", "")
     return not agent or bool(_PREVIEW_AGENTS.search(agent))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-import httpx
+import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -16,13 +18,31 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.http import file_routes, openapi, sms_routes, voice_routes
-from service.http.errors import ApiError, handle_api_error, handle_http_exception
+from service.domain.refusals import Refused
+from service.http import docs_page, file_routes, openapi, sms_routes, voice_routes
+from service.http.errors import handle_http_exception, handle_refused
 from service.http.json_io import JSON, authenticated
 from service.settings import Settings
 from service.store import database
+from service.store.queries import queries
 from service.store.queue_signal import DueNotifier
 from service.store.sound_files import ensure_sounds_dir
+from service.telephony.ari import AriClient, AriError
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_SECONDS = 600.0
+
+
+async def purge_idempotency_keys(pool: asyncpg.Pool) -> None:
+    """Idempotency keys live 24 hours; every API process sweeps the expired
+    ones now and then (a DELETE that any of them may run)."""
+    while True:
+        try:
+            await queries.idempotency_keys.purge_expired(pool)
+        except database.OUTAGE as exc:
+            log.warning("purging idempotency keys failed: %s", exc)
+        await asyncio.sleep(PURGE_EVERY_SECONDS)
 
 
 async def healthz(request: Request) -> Response:
@@ -32,7 +52,6 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """Ready when PostgreSQL answers and the gateway Asterisk's ARI does."""
     state = request.app.state
-    settings: Settings = state.settings
     checks: dict[str, str] = {}
     try:
         await state.pool.fetchval("SELECT 1", timeout=2)
@@ -40,12 +59,9 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:  # any failure is "not ready"; its name, not its text
         checks["postgres"] = type(exc).__name__
     try:
-        async with httpx.AsyncClient(timeout=2) as client:
-            answer = await client.get(f"{settings.ari_url.rstrip('/')}/asterisk/ping",
-                                      auth=(settings.ari_user, settings.ari_password))
-        answer.raise_for_status()
+        await state.ari.info()
         checks["asterisk"] = "ok"
-    except httpx.HTTPError as exc:
+    except AriError as exc:
         checks["asterisk"] = type(exc).__name__
     ready = all(v == "ok" for v in checks.values())
     return JSON({"status": "ready" if ready else "not ready", "checks": checks},
@@ -97,16 +113,23 @@ def create_app_from_env() -> Starlette:
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await database.migrate(settings.database_url)
+        # The schema is migrated once by the command that starts the process
+        # tree (`amivono run|api|migrate`), not by each process.
         ensure_sounds_dir(settings.sounds_dir)
         app.state.pool = await database.create_pool(
             settings.database_url, min_size=2, max_size=settings.db_pool_size)
         app.state.notifier = DueNotifier(app.state.pool)
         app.state.notifier.start()
+        # The readiness probe's client; no events, only GET /asterisk/info.
+        app.state.ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
+                                  app=settings.ari_app, timeout=2.0)
+        purge = asyncio.create_task(purge_idempotency_keys(app.state.pool))
         try:
             yield
         finally:
+            purge.cancel()
             await app.state.notifier.stop()
+            await app.state.ari.close()
             await app.state.pool.close()
 
     sms, voice, files = sms_routes, voice_routes, file_routes
@@ -129,7 +152,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
         Route("/openapi.json", openapi.spec_json, methods=["GET"]),
-        Route("/docs", openapi.docs_page, methods=["GET"]),
+        Route("/docs", docs_page.docs_page, methods=["GET"]),
         # Last: with a link base that has no path, "/{token}" would shadow the rest.
         Route(link_route_path(settings), sms.open_link, methods=["GET", "HEAD"]),
     ]
@@ -137,7 +160,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(CountAccepted)],
-        exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
+        exception_handlers={Refused: handle_refused, HTTPException: handle_http_exception},
     )
     app.state.settings = settings
     return app

@@ -1,63 +1,39 @@
-"""Errors the API returns, as JSON in the style the spec's API imitates.
-
-{"message": "Validation Failed",
- "errors": [{"resource": "Sms", "field": "to", "code": "invalid", "message": "..."}]}
-"""
+"""Errors the API returns, as JSON in the style the spec's API imitates:
+a refusal (service/domain/refusals.py) with its reason's status, and
+Starlette's own 404/405 in the same shape."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
+from service.domain.refusals import Reason, Refused
 
-@dataclass(frozen=True)
-class FieldError:
-    resource: str
-    field: str
-    code: str  # missing_field, invalid, too_long, out_of_range, unknown_field
-    message: str
-
-    def as_json(self) -> dict[str, str]:
-        return {
-            "resource": self.resource,
-            "field": self.field,
-            "code": self.code,
-            "message": self.message,
-        }
+# The one mapping from a refusal's reason to its HTTP status.
+STATUS: dict[Reason, int] = {
+    Reason.BAD_REQUEST: 400,
+    Reason.UNAUTHORIZED: 401,
+    Reason.NOT_FOUND: 404,
+    Reason.CONFLICT: 409,
+    Reason.TOO_LARGE: 413,
+    Reason.UNSUPPORTED_MEDIA: 415,
+    Reason.INVALID: 422,
+    Reason.RATE_LIMITED: 429,
+}
 
 
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        errors: list[FieldError] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.errors = errors or []
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        body: dict[str, object] = {"message": self.message}
-        if self.errors:
-            body["errors"] = [e.as_json() for e in self.errors]
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+def refusal_response(exc: Refused) -> JSONResponse:
+    body: dict[str, object] = {"message": exc.message}
+    if exc.errors:
+        body["errors"] = [e.as_json() for e in exc.errors]
+    return JSONResponse(body, status_code=STATUS[exc.reason], headers=exc.headers)
 
 
-def validation_failed(errors: list[FieldError]) -> ApiError:
-    return ApiError(422, "Validation Failed", errors)
-
-
-async def handle_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    response = exc.response()
+async def handle_refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refused)
+    response = refusal_response(exc)
     # Rate-limit headers of an authenticated request ride on its errors too.
     for name, value in getattr(request.state, "rate_limit_headers", {}).items():
         response.headers.setdefault(name, value)

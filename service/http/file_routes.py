@@ -8,19 +8,46 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.http.errors import ApiError, FieldError, validation_failed
+from service.domain import file_names
+from service.domain.json_schema import TIMESTAMP, URL, Fields, anchored
+from service.domain.refusals import FieldError, Reason, Refused, validation_failed
+from service.domain.timestamps import iso
 from service.http.json_io import JSON, read_body
 from service.settings import Settings
 from service.store import sound_files
 from service.store.api_keys import Account
 from service.store.queries import queries
-from service.store.sms_messages import iso
 
 RESOURCE = "File"
 
 
 def file_url(settings: Settings, name: str) -> str:
     return f"{settings.public_base_url.rstrip('/')}/files/{name}"
+
+
+def fields(settings: Settings) -> Fields:
+    """What render writes, in its order (the limits are the running settings'); the
+    OpenAPI schema is built from it, and tests/unit/test_rendered_fields.py fails
+    when render writes anything else."""
+    return {
+        "name": {"type": "string", "pattern": anchored(file_names.NAME_SHAPE)},
+        "url": URL,
+        "duration": {"type": "number", "exclusiveMinimum": 0,
+                     "maximum": settings.max_sound_seconds,
+                     "description": "Seconds, to the millisecond."},
+        "size": {"type": "integer", "minimum": 1, "maximum": settings.max_upload_bytes,
+                 "description": "Bytes of the upload as received."},
+        "source_format": {"type": "string", "examples": ["WAV", "MP3", "OGG", "FLAC"],
+                          "description": "The uploaded container, as libsndfile names it."},
+        "source_rate": {"type": "integer", "minimum": 1,
+                        "description": "Sample rate of the upload, Hz."},
+        "formats": {"type": "array",
+                    "items": {"type": "string", "enum": list(sound_files.FORMATS)},
+                    "description": "What Asterisk plays: raw u-law and A-law at 8 kHz,"
+                                   " 16 kHz WAV."},
+        "created_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+    }
 
 
 def render(row: asyncpg.Record, settings: Settings) -> dict[str, Any]:
@@ -38,8 +65,8 @@ def render(row: asyncpg.Record, settings: Settings) -> dict[str, Any]:
 
 
 def file_name_param(request: Request) -> str:
-    name = request.path_params["name"]
-    if not sound_files.valid_name(name):
+    name: str = request.path_params["name"]
+    if not file_names.valid_name(name):
         raise validation_failed([FieldError(
             RESOURCE, "name", "invalid", "file names are 1 to 64 of A-Z a-z 0-9 . _ -")])
     return name
@@ -51,12 +78,10 @@ async def put_file(request: Request, account: Account) -> Response:
     name = file_name_param(request)
     data = await read_body(request, settings.max_upload_bytes)
     if not data:
-        raise ApiError(422, "The request body is empty: send the audio file as the body")
+        raise Refused(Reason.INVALID, "The request body is empty: send the audio file as the body")
     folder = sound_files.account_folder(settings.sounds_dir, account.id)
-    try:
-        converted = await sound_files.convert_async(data, folder, settings.max_sound_seconds)
-    except sound_files.AudioRefused as exc:
-        raise ApiError(exc.status, exc.reason) from None
+    # Refused (415, 422) when it is not audio we can use.
+    converted = await sound_files.convert_async(data, folder, settings.max_sound_seconds)
     try:
         row = await queries.sound_files.upsert(
             state.pool, account_id=account.id, name=name, stem=converted.stem,
@@ -79,7 +104,7 @@ async def get_file(request: Request, account: Account) -> Response:
     row = await queries.sound_files.get(state.pool, account_id=account.id,
                                         name=file_name_param(request))
     if row is None:
-        raise ApiError(404, "Not Found")
+        raise Refused(Reason.NOT_FOUND, "Not Found")
     return JSON(render(row, state.settings))
 
 
@@ -98,9 +123,10 @@ async def delete_file(request: Request, account: Account) -> Response:
         # below (a new statement, a new snapshot) sees them.
         row = await queries.sound_files.lock_for_delete(conn, account_id=account.id, name=name)
         if row is None:
-            raise ApiError(404, "Not Found")
+            raise Refused(Reason.NOT_FOUND, "Not Found")
         if await queries.voice_messages.needs_file(conn, account_id=account.id, file_name=name):
-            raise ApiError(409, f"File {name!r} is still needed by a queued voice message")
+            raise Refused(Reason.CONFLICT,
+                f"File {name!r} is still needed by a queued voice message")
         await queries.sound_files.delete(conn, id=row["id"])
     sound_files.remove(sound_files.account_folder(settings.sounds_dir, account.id), row["stem"])
     return Response(status_code=204)

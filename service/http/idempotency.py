@@ -20,7 +20,7 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service.http.errors import ApiError, FieldError, validation_failed
+from service.domain.refusals import FieldError, Reason, Refused, validation_failed
 from service.store.api_keys import Account
 from service.store.queries import queries
 
@@ -63,15 +63,17 @@ async def reserve(
         pool, account_id=account_id, key=key, request_hash=digest
     )
     if taken is not None:
-        return taken["created_at"]
+        reserved_at: datetime = taken["created_at"]
+        return reserved_at
     row = await queries.idempotency_keys.get_key(pool, account_id=account_id, key=key)
     if row is None:  # expired and purged between the two statements: try once more
         taken = await queries.idempotency_keys.reserve_key(
             pool, account_id=account_id, key=key, request_hash=digest
         )
         if taken is not None:
-            return taken["created_at"]
-        raise ApiError(409, f"A request with this {HEADER} is still in progress")
+            retaken_at: datetime = taken["created_at"]
+            return retaken_at
+        raise Refused(Reason.CONFLICT, f"A request with this {HEADER} is still in progress")
     if bytes(row["request_hash"]) != digest:
         raise validation_failed(
             [
@@ -84,7 +86,8 @@ async def reserve(
             ]
         )
     if row["response_status"] is None:
-        raise ApiError(409, f"A request with this {HEADER} is still in progress; retry later")
+        raise Refused(Reason.CONFLICT,
+            f"A request with this {HEADER} is still in progress; retry later")
     body = row["response_body"]
     if isinstance(body, str):
         body = json.loads(body)
@@ -105,7 +108,7 @@ async def store(
         location=response.location,
     )
     if stored is None:  # raised inside the creating transaction: nothing is created
-        raise ApiError(409, f"This {HEADER} was taken over by a later request; "
+        raise Refused(Reason.CONFLICT, f"This {HEADER} was taken over by a later request; "
                             "fetch that request's result")
 
 

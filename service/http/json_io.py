@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from service.http.errors import ApiError, FieldError
+from service.domain.refusals import FieldError, Reason, Refused
 from service.store.api_keys import Account
 from service.store.rate_limit import admit
 
@@ -45,17 +45,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 past `limit` without reading it all."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"Request body is larger than {limit} bytes")
+        raise Refused(Reason.TOO_LARGE, f"Request body is larger than {limit} bytes")
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise ApiError(413, f"Request body is larger than {limit} bytes")
+                raise Refused(Reason.TOO_LARGE, f"Request body is larger than {limit} bytes")
             chunks.append(chunk)
     except ClientDisconnect:
         # Nobody is left to answer; no traceback in the log for it.
-        raise ApiError(400, "The client closed the connection mid-request") from None
+        raise Refused(Reason.BAD_REQUEST, "The client closed the connection mid-request") from None
     return b"".join(chunks)
 
 
@@ -67,7 +67,7 @@ async def read_json(request: Request) -> Any:
         # could measure, store or echo it back in an error.
         json.dumps(value, ensure_ascii=False).encode()
     except (ValueError, UnicodeError, RecursionError):  # RecursionError: absurd nesting
-        raise ApiError(400, "Problems parsing JSON") from None
+        raise Refused(Reason.BAD_REQUEST, "Problems parsing JSON") from None
     return value
 
 
@@ -77,7 +77,7 @@ def int_query(request: Request, resource: str, name: str, default: int, low: int
     if raw is None:
         return default
     if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
-        raise ApiError(422, "Validation Failed", [FieldError(
+        raise Refused(Reason.INVALID, "Validation Failed", [FieldError(
             resource, name, "invalid", f"{name} must be an integer from {low} to {high}")])
     return int(raw)
 
@@ -103,5 +103,5 @@ BIGINT_MAX = 2**63 - 1  # ids are PostgreSQL bigint
 def message_id_param(request: Request) -> int:
     message_id = int(request.path_params["message_id"])
     if message_id > BIGINT_MAX:  # no such id, and PostgreSQL would refuse the parameter
-        raise ApiError(404, "Not Found")
+        raise Refused(Reason.NOT_FOUND, "Not Found")
     return message_id

@@ -1,35 +1,45 @@
-"""GET one, list and DELETE for each kind of message: the same rules for SMS
-and voice (404 for another account's, keyset pages, 409 when nothing is
-left to cancel), written once."""
+"""POST, GET one, list and DELETE for each kind of message: the same rules
+for SMS and voice (Idempotency-Key, 201 with Location, 404 for another
+account's, keyset pages, 409 when nothing is left to cancel), written once
+over the store's message kinds (service/store/message_kinds.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.http.errors import ApiError
-from service.http.json_io import JSON, Handler, message_id_param, page_links, page_params
+from service.domain.refusals import Reason, Refused
+from service.http import idempotency
+from service.http.json_io import JSON, Handler, message_id_param, page_links, page_params, read_json
 from service.settings import Settings
 from service.store.api_keys import Account
+from service.store.message_kinds import MessageKind
 
-Load = Callable[[asyncpg.Connection, int, int, Settings], Awaitable[dict[str, Any] | None]]
-Render = Callable[[asyncpg.Record, Settings], dict[str, Any]]
-# Runs after a cancel with the statement's row (None when nothing changed).
-AfterCancel = Callable[[asyncpg.Pool, asyncpg.Record | None], Awaitable[None]]
+# The JSON body -> a request of the kind, or a validation refusal.
+Parse = Callable[[Any, Settings], Any]
 
 
-@dataclass(frozen=True)
-class MessageKind:
-    path: str       # "/messages/sms"
-    resource: str   # "Sms", as named in validation errors
-    table: Any      # the table's named statements: list_page, cancel
-    load: Load
-    render: Render
+def create_handler(kind: MessageKind, resource: str, parse: Parse) -> Handler:
+    async def create(request: Request, account: Account) -> Response:
+        state = request.app.state
+        settings: Settings = state.settings
+        body = await read_json(request)
+        parsed = parse(body, settings)
+
+        async def store(conn: asyncpg.Connection) -> tuple[dict[str, Any], str]:
+            out = await kind.create(conn, account.id, parsed, settings)
+            return out, out["url"]
+
+        response = await idempotency.create_once(
+            request, account, resource, kind.path, body, store)
+        state.notifier.poke()  # after commit: wakes the dispatchers
+        return response
+
+    return create
 
 
 def get_handler(kind: MessageKind) -> Handler:
@@ -38,40 +48,38 @@ def get_handler(kind: MessageKind) -> Handler:
         async with state.pool.acquire() as conn:
             out = await kind.load(conn, account.id, message_id_param(request), state.settings)
         if out is None:
-            raise ApiError(404, "Not Found")
+            raise Refused(Reason.NOT_FOUND, "Not Found")
         return JSON(out)
 
     return get
 
 
-def list_handler(kind: MessageKind) -> Handler:
+def list_handler(kind: MessageKind, resource: str) -> Handler:
     async def list_(request: Request, account: Account) -> Response:
         state = request.app.state
         settings: Settings = state.settings
-        per_page, before = page_params(request, kind.resource)
+        per_page, before = page_params(request, resource)
         rows = await kind.table.list_page(
             state.pool, account_id=account.id, before_id=before, limit=per_page)
-        base = f"{settings.public_base_url.rstrip('/')}{kind.path}"
         return JSON([kind.render(r, settings) for r in rows],
-                    headers={"Link": page_links(base, per_page, rows)})
+                    headers={"Link": page_links(settings.public_url(kind.path), per_page,
+                                                rows)})
 
     return list_
 
 
-def cancel_handler(kind: MessageKind, after: AfterCancel | None = None) -> Handler:
+def cancel_handler(kind: MessageKind) -> Handler:
     async def cancel(request: Request, account: Account) -> Response:
         state = request.app.state
         message_id = message_id_param(request)
         async with state.pool.acquire() as conn:
-            row = await kind.table.cancel(conn, id=message_id, account_id=account.id)
+            await kind.cancel(conn, account.id, message_id)
             out = await kind.load(conn, account.id, message_id, state.settings)
         if out is None:
-            raise ApiError(404, "Not Found")
-        if after is not None:
-            await after(state.pool, row)
+            raise Refused(Reason.NOT_FOUND, "Not Found")
         if out["status"] != "canceled":
-            raise ApiError(409, f"Message {message_id} is {out['status']}: "
-                                "nothing left to cancel")
+            raise Refused(Reason.CONFLICT, f"Message {message_id} is {out['status']}: "
+                                           "nothing left to cancel")
         return JSON(out)
 
     return cancel

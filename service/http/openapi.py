@@ -1,66 +1,42 @@
-"""OpenAPI 3.1 description of the API, served at /openapi.json, and a docs page.
+"""OpenAPI 3.1 description of the API, served at /openapi.json.
 
 The document is built here from the settings (the limits it states are the ones
 the running API enforces) and describes every route in `app.create_app`;
 `tests/test_openapi.py` checks that no route is missing and runs schemathesis
-against the live API with it. `/docs` is the same document rendered as one
-self-contained HTML page on the server: no script, no CDN, readable offline.
+against the live API with it. The response bodies' schemas are the renderers'
+own field declarations (`sms_messages.FIELDS`, ...) and the enums come from
+`service.domain.statuses`, so nothing here restates them. `/docs` renders the
+document as HTML (docs_page.py).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 
-from service.domain import sms_text, tracked_links
-from service.http import idempotency, json_io, sms_requests
+from service.domain import file_names, phone_numbers, sms_requests, sms_text, tracked_links
+from service.domain.json_schema import URL, Schema, anchored, enum, object_of
+from service.domain.statuses import FieldCode
+from service.http import file_routes, idempotency, json_io
 from service.settings import Settings
-from service.store import sound_files
+from service.store import sms_messages, sound_files, voice_messages
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
 
-E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
-FILE_NAME_PATTERN = f"^{sound_files.NAME_SHAPE.pattern}$"
-LINK_TOKEN_PATTERN = f"^{tracked_links.TOKEN_SHAPE.pattern}$"
+E164_PATTERN = anchored(phone_numbers.E164_PATTERN)
+FILE_NAME_PATTERN = anchored(file_names.NAME_SHAPE)
+LINK_TOKEN_PATTERN = anchored(tracked_links.TOKEN_SHAPE)
 IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]+$"  # printable ASCII
-
-Schema = dict[str, Any]
 
 
 def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: Schema) -> Schema:
-    """The same schema, also allowing null (OpenAPI 3.1: a type list)."""
-    out = dict(schema)
-    out["type"] = [schema["type"], "null"]
-    if "enum" in out:
-        out["enum"] = [*out["enum"], None]
-    return out
-
-
-TIMESTAMP: Schema = {
-    "type": "string",
-    "format": "date-time",
-    "description": "ISO 8601 in UTC to the second, like 2011-04-22T13:33:48Z.",
-    "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
-}
-MAYBE_TIMESTAMP = _nullable(TIMESTAMP)
-URL: Schema = {"type": "string", "format": "uri"}
-
-SMS_STATUSES = ["queued", "sending", "scheduled", "completed", "clicked", "canceled", "failed"]
-SMS_ATTEMPT_OUTCOMES = ["sent", "failed", "unknown"]
-VOICE_OUTCOMES = ["completed", "busy", "no-answer", "rejected", "failed", "canceled"]
-VOICE_STATUSES = ["queued", "calling", "scheduled", *VOICE_OUTCOMES]
-FIELD_ERROR_CODES = ["missing_field", "invalid", "too_long", "out_of_range", "unknown_field"]
 
 
 def _e164(description: str) -> Schema:
@@ -84,6 +60,11 @@ def _file_name(description: str) -> Schema:
     }
 
 
+# What app.readyz puts in a check: the error's type name, never its text (which
+# could carry a connection string).
+CHECK_TEXT = "\"ok\", or the name of the error's type, like \"ConnectError\"."
+
+
 def _schemas(settings: Settings) -> dict[str, Schema]:
     link_cost = sms_requests.link_cost(settings, sms_text.GSM7)
     gsm, ucs = sms_text.SINGLE_LIMIT[sms_text.GSM7], sms_text.SINGLE_LIMIT[sms_text.UCS2]
@@ -105,7 +86,7 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                 "field": {"type": "string", "description":
                           "The field, query parameter or header at fault; '(body)' when the"
                           " body is not a JSON object."},
-                "code": {"type": "string", "enum": FIELD_ERROR_CODES},
+                "code": enum(FieldCode),
                 "message": {"type": "string", "description": "A readable explanation."},
             },
         },
@@ -168,49 +149,13 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                         "message": "Your appointment is tomorrow at 10:00.", "repeat": 3,
                         "repeat_interval": 60},
         },
-        "SmsAttempt": {
-            "type": "object",
-            "required": ["id", "send_number", "dispatcher", "transport", "started_at",
-                         "finished_at", "outcome", "detail"],
-            "additionalProperties": False,
-            "properties": {
-                "id": {"type": "integer", "minimum": 1},
-                "send_number": {"type": "integer", "minimum": 1,
-                                "description": "Which of the `repeat` sends this was."},
-                "dispatcher": {"type": "string"},
-                "transport": {"type": "string", "examples": ["ari-pjsip", "dongle-ami"]},
-                "started_at": TIMESTAMP,
-                "finished_at": MAYBE_TIMESTAMP,
-                "outcome": _nullable({
-                    "type": "string", "enum": SMS_ATTEMPT_OUTCOMES,
-                    "description": "sent: handed to the trunk; unknown: the dispatcher lost"
-                                   " its lease mid-send, so it may have been sent; null while"
-                                   " in progress."}),
-                "detail": {"type": ["string", "null"]},
-            },
-        },
-        "SmsMessage": {
-            "type": "object",
-            "required": ["id", "url", "from", "to", "message", "last_sent_at", "repeat",
-                         "repeat_interval", "created_at", "updated_at", "status",
-                         "sent_count", "next_send_at", "clicked_at", "canceled_at",
-                         "encoding", "segments"],
-            "additionalProperties": False,
-            "properties": _sms_properties(),
-        },
-        "SmsMessageWithAttempts": {
-            "type": "object",
-            "required": ["id", "url", "from", "to", "message", "last_sent_at", "repeat",
-                         "repeat_interval", "created_at", "updated_at", "status",
-                         "sent_count", "next_send_at", "clicked_at", "canceled_at",
-                         "encoding", "segments", "attempts"],
-            "additionalProperties": False,
-            "properties": {
-                **_sms_properties(),
-                "attempts": {"type": "array", "items": _ref("SmsAttempt"),
-                             "description": "Every send attempt, oldest first."},
-            },
-        },
+        "SmsAttempt": object_of(sms_messages.ATTEMPT_FIELDS),
+        "SmsMessage": object_of(sms_messages.FIELDS),
+        "SmsMessageWithAttempts": object_of({
+            **sms_messages.FIELDS,
+            "attempts": {"type": "array", "items": _ref("SmsAttempt"),
+                         "description": "Every send attempt, oldest first."},
+        }),
         "VoiceRequest": {
             "type": "object",
             "required": ["from", "to", "file"],
@@ -236,69 +181,14 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
             "example": {"from": "+46736265400", "to": "+46736265449", "file": "greeting.wav",
                         "retries": 1, "retry_interval": 5},
         },
-        "VoiceAttempt": {
-            "type": "object",
-            "required": ["id", "dispatcher", "started_at", "answered_at",
-                         "playback_started_at", "finished_at", "outcome", "cause",
-                         "cause_text", "detail"],
-            "additionalProperties": False,
-            "properties": {
-                "id": {"type": "integer", "minimum": 1},
-                "dispatcher": {"type": "string"},
-                "started_at": TIMESTAMP,
-                "answered_at": MAYBE_TIMESTAMP,
-                "playback_started_at": MAYBE_TIMESTAMP,
-                "finished_at": MAYBE_TIMESTAMP,
-                "outcome": _nullable({"type": "string", "enum": [*VOICE_OUTCOMES, "unknown"],
-                                      "description": "null while the call is in progress."}),
-                "cause": {"type": ["integer", "null"], "description": "Q.850 cause code."},
-                "cause_text": {"type": ["string", "null"]},
-                "detail": {"type": ["string", "null"]},
-            },
-        },
-        "VoiceMessage": {
-            "type": "object",
-            "required": list(_voice_properties()),
-            "additionalProperties": False,
-            "properties": _voice_properties(),
-        },
-        "VoiceMessageWithAttempts": {
-            "type": "object",
-            "required": [*_voice_properties(), "attempts"],
-            "additionalProperties": False,
-            "properties": {
-                **_voice_properties(),
-                "attempts": {"type": "array", "items": _ref("VoiceAttempt"),
-                             "description": "Every call attempt, oldest first."},
-            },
-        },
-        "SoundFile": {
-            "type": "object",
-            "required": ["name", "url", "duration", "size", "source_format", "source_rate",
-                         "formats", "created_at", "updated_at"],
-            "additionalProperties": False,
-            "properties": {
-                "name": {"type": "string", "pattern": FILE_NAME_PATTERN},
-                "url": URL,
-                "duration": {"type": "number", "exclusiveMinimum": 0,
-                             "maximum": settings.max_sound_seconds,
-                             "description": "Seconds, to the millisecond."},
-                "size": {"type": "integer", "minimum": 1,
-                         "maximum": settings.max_upload_bytes,
-                         "description": "Bytes of the upload as received."},
-                "source_format": {"type": "string", "examples": ["WAV", "MP3", "OGG", "FLAC"],
-                                  "description": "The uploaded container, as libsndfile"
-                                                 " names it."},
-                "source_rate": {"type": "integer", "minimum": 1,
-                                "description": "Sample rate of the upload, Hz."},
-                "formats": {"type": "array",
-                            "items": {"type": "string", "enum": list(sound_files.FORMATS)},
-                            "description": "What Asterisk plays: raw u-law and A-law at 8 kHz,"
-                                           " 16 kHz WAV."},
-                "created_at": TIMESTAMP,
-                "updated_at": TIMESTAMP,
-            },
-        },
+        "VoiceAttempt": object_of(voice_messages.ATTEMPT_FIELDS),
+        "VoiceMessage": object_of(voice_messages.FIELDS),
+        "VoiceMessageWithAttempts": object_of({
+            **voice_messages.FIELDS,
+            "attempts": {"type": "array", "items": _ref("VoiceAttempt"),
+                         "description": "Every call attempt, oldest first."},
+        }),
+        "SoundFile": object_of(file_routes.fields(settings)),
         "Health": {
             "type": "object",
             "required": ["status"],
@@ -316,73 +206,12 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                     "required": ["postgres", "asterisk"],
                     "additionalProperties": {"type": "string"},
                     "properties": {
-                        "postgres": {"type": "string",
-                                     "description": "\"ok\", or the error text."},
-                        "asterisk": {"type": "string",
-                                     "description": "\"ok\", or the error text."},
+                        "postgres": {"type": "string", "description": CHECK_TEXT},
+                        "asterisk": {"type": "string", "description": CHECK_TEXT},
                     },
                 },
             },
         },
-    }
-
-
-def _sms_properties() -> dict[str, Schema]:
-    return {
-        "id": {"type": "integer", "minimum": 1},
-        "url": URL,
-        "from": {"type": "string", "pattern": E164_PATTERN},
-        "to": {"type": "string", "pattern": E164_PATTERN},
-        "message": {"type": "string",
-                    "description": "The text as sent, with the tracked link when `repeat`"
-                                   " was given."},
-        "last_sent_at": MAYBE_TIMESTAMP,
-        "repeat": {"type": "integer", "minimum": 0,
-                   "description": "Sends still to come after the first (10 asked shows 9);"
-                                  " 0 once nothing is left to send."},
-        "repeat_interval": {"type": ["integer", "null"], "minimum": 1,
-                            "description": "Minutes; null without `repeat`."},
-        "created_at": TIMESTAMP,
-        "updated_at": TIMESTAMP,
-        "status": {"type": "string", "enum": SMS_STATUSES},
-        "sent_count": {"type": "integer", "minimum": 0},
-        "next_send_at": MAYBE_TIMESTAMP,
-        "clicked_at": MAYBE_TIMESTAMP,
-        "canceled_at": MAYBE_TIMESTAMP,
-        "encoding": {"type": "string", "enum": [sms_text.GSM7, sms_text.UCS2]},
-        "segments": {"type": "integer", "minimum": 1},
-    }
-
-
-def _voice_properties() -> dict[str, Schema]:
-    return {
-        "id": {"type": "integer", "minimum": 1},
-        "url": URL,
-        "from": {"type": "string", "pattern": E164_PATTERN},
-        "to": {"type": "string", "pattern": E164_PATTERN},
-        "file": {"type": "string", "pattern": FILE_NAME_PATTERN},
-        "sent_at": {**MAYBE_TIMESTAMP, "description": "When the answered call started"
-                                                      " playing the file."},
-        "created_at": TIMESTAMP,
-        "updated_at": TIMESTAMP,
-        "status": {"type": "string", "enum": VOICE_STATUSES,
-                   "description": "queued, calling, scheduled (for a retry), then the"
-                                  " outcome."},
-        "answered_at": MAYBE_TIMESTAMP,
-        "ended_at": MAYBE_TIMESTAMP,
-        "duration": {"type": ["number", "null"], "minimum": 0,
-                     "description": "Seconds from answer to hang-up, to 0.1 s."},
-        "outcome": _nullable({"type": "string", "enum": VOICE_OUTCOMES,
-                              "description": "null until the message is finished."}),
-        "cause": {"type": ["integer", "null"], "description": "Q.850 cause code."},
-        "cause_text": {"type": ["string", "null"]},
-        "retries": {"type": "integer", "minimum": 0},
-        "retry_interval": {"type": "integer", "minimum": 1, "description": "Minutes."},
-        "attempts_made": {"type": "integer", "minimum": 0},
-        "next_attempt_at": MAYBE_TIMESTAMP,
-        "heard_at": {**MAYBE_TIMESTAMP, "description": "When the callee heard it again by"
-                                                       " calling back."},
-        "canceled_at": MAYBE_TIMESTAMP,
     }
 
 
@@ -735,8 +564,8 @@ def _public_operations(settings: Settings) -> dict[str, dict[str, Any]]:
                                     "checks": {"additionalProperties": {"const": "ok"}},
                                 },
                             })},
-                    "503": {"description": "Not ready: each failing check holds its error"
-                                           " text.",
+                    "503": {"description": "Not ready: each failing check holds the name"
+                                           " of its error's type.",
                             "content": _json({
                                 "allOf": [_ref("Readiness")],
                                 "properties": {"status": {"const": "not ready"}},
@@ -833,207 +662,9 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         },
     }
     # A deep copy through JSON: nothing shared between parts, nothing mutable cached.
-    return json.loads(json.dumps(spec))
+    copied: dict[str, Any] = json.loads(json.dumps(spec))
+    return copied
 
 
 async def spec_json(request: Request) -> Response:
     return JSONResponse(build_spec(request.app.state.settings))
-
-
-# --- the docs page -------------------------------------------------------
-
-METHOD_ORDER = ("get", "head", "post", "put", "patch", "delete")
-
-CSS = """
-body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2327;background:#fafafa}
-main{max-width:1000px;margin:0 auto;padding:1.5em}
-h1{margin-bottom:.2em}h2{border-bottom:2px solid #ccd;padding-bottom:.2em;margin-top:2em}
-section.op{background:#fff;border:1px solid #dde;border-radius:6px;padding:.6em 1em;
-margin:1em 0}
-h3{margin:.3em 0;font-family:ui-monospace,monospace;font-size:1.05em}
-.m{display:inline-block;min-width:4.5em;padding:.1em .4em;border-radius:4px;color:#fff;
-text-align:center;margin-right:.5em}
-.get,.head{background:#2a6fb0}.post{background:#2e8b57}.put{background:#b7791f}
-.delete{background:#b03a2e}
-table{border-collapse:collapse;width:100%;margin:.4em 0}
-th,td{border:1px solid #e2e2ea;padding:.25em .5em;text-align:left;vertical-align:top}
-th{background:#f1f1f6}code{font-family:ui-monospace,monospace;font-size:.92em}
-.lock{font-size:.85em;color:#555}.s{font-family:ui-monospace,monospace;font-weight:bold}
-ul.toc{columns:2;list-style:none;padding-left:0}ul.toc li{margin:.15em 0}
-"""
-
-
-def _text(text: str) -> str:
-    """Escaped prose, with `code` spans as in the descriptions."""
-    parts = escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def _resolve(spec: dict[str, Any], schema: Schema) -> tuple[str | None, Schema]:
-    ref = schema.get("$ref")
-    if isinstance(ref, str):
-        name = ref.rsplit("/", 1)[1]
-        return name, spec["components"]["schemas"][name]
-    return None, schema
-
-
-def _type_text(spec: dict[str, Any], schema: Schema) -> str:
-    """One line of HTML: the type and every constraint of a schema."""
-    name, resolved = _resolve(spec, schema)
-    if name is not None:
-        return f'<a href="#schema-{escape(name)}">{escape(name)}</a>'
-    parts: list[str] = []
-    for key in ("oneOf", "anyOf", "allOf"):
-        if key in schema and "type" not in schema:
-            joined = " | " if key != "allOf" else " &amp; "
-            parts.append(joined.join(_type_text(spec, s) for s in schema[key]))
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        parts.append(" or ".join(escape(k) for k in kind))
-    elif kind == "array":
-        parts.append("array of " + _type_text(spec, schema.get("items", {})))
-    elif kind == "object" and "properties" in schema:
-        parts.append("object with " + ", ".join(
-            f"<code>{escape(k)}</code>: {_type_text(spec, v)}"
-            for k, v in schema["properties"].items()))
-    elif kind:
-        parts.append(escape(kind))
-    facts = []
-    for key in ("format", "pattern", "minimum", "maximum", "exclusiveMinimum", "minLength",
-                "maxLength", "minItems", "default"):
-        if key in schema:
-            facts.append(f"{key} <code>{escape(json.dumps(schema[key], ensure_ascii=False))}"
-                         "</code>")
-    if "const" in schema:
-        facts.append(f"always <code>{escape(json.dumps(schema['const']))}</code>")
-    if "enum" in schema:
-        facts.append("one of " + ", ".join(f"<code>{escape(json.dumps(v))}</code>"
-                                           for v in schema["enum"]))
-    if "not" in schema and "enum" in schema["not"]:
-        facts.append("not " + ", ".join(f"<code>{escape(json.dumps(v))}</code>"
-                                        for v in schema["not"]["enum"]))
-    text = " ".join(parts) or "any"
-    return text + (f" ({'; '.join(facts)})" if facts else "")
-
-
-def _schema_block(spec: dict[str, Any], schema: Schema) -> str:
-    """A schema as HTML: a link to a named one, or its fields."""
-    name, resolved = _resolve(spec, schema)
-    if name is not None:
-        return f"<p>{_type_text(spec, schema)}</p>"
-    if resolved.get("type") == "object" and "properties" in resolved:
-        return _fields_table(spec, resolved)
-    return f"<p>{_type_text(spec, resolved)}</p>"
-
-
-def _fields_table(spec: dict[str, Any], schema: Schema) -> str:
-    required = set(schema.get("required", []))
-    rows = [
-        f"<tr><td><code>{escape(field)}</code></td><td>{'yes' if field in required else ''}"
-        f"</td><td>{_type_text(spec, sub)}</td>"
-        f"<td>{_text(sub.get('description', ''))}</td></tr>"
-        for field, sub in schema.get("properties", {}).items()
-    ]
-    extra = ""
-    if schema.get("additionalProperties") is False:
-        extra = "<p>No other fields are accepted.</p>"
-    return ("<table><tr><th>field</th><th>required</th><th>type</th><th>description</th>"
-            "</tr>" + "".join(rows) + "</table>" + extra)
-
-
-def _content_html(spec: dict[str, Any], content: dict[str, Any]) -> str:
-    out = []
-    for media, body in content.items():
-        out.append(f"<p><code>{escape(media)}</code></p>")
-        if "schema" in body:
-            out.append(_schema_block(spec, body["schema"]))
-    return "".join(out)
-
-
-def _operation_html(spec: dict[str, Any], path: str, method: str, op: dict[str, Any]) -> str:
-    anchor = f"op-{op['operationId']}"
-    secured = op.get("security", spec.get("security")) != []
-    out = [f'<section class=op id="{escape(anchor)}">',
-           f'<h3><span class="m {method}">{method.upper()}</span>{escape(path)}</h3>',
-           f"<p><b>{_text(op.get('summary', ''))}</b>"
-           + (" <span class=lock>(Bearer API key)</span>" if secured
-              else " <span class=lock>(no authentication)</span>") + "</p>"]
-    if op.get("description"):
-        out.append(f"<p>{_text(op['description'])}</p>")
-    params = op.get("parameters", [])
-    if params:
-        out.append("<h4>Parameters</h4><table><tr><th>name</th><th>in</th><th>required</th>"
-                   "<th>type</th><th>description</th></tr>")
-        for p in params:
-            out.append(f"<tr><td><code>{escape(p['name'])}</code></td><td>{escape(p['in'])}"
-                       f"</td><td>{'yes' if p.get('required') else ''}</td>"
-                       f"<td>{_type_text(spec, p['schema'])}</td>"
-                       f"<td>{_text(p.get('description', ''))}</td></tr>")
-        out.append("</table>")
-    body = op.get("requestBody")
-    if body:
-        out.append("<h4>Request body</h4>" + _content_html(spec, body["content"]))
-    out.append("<h4>Responses</h4>")
-    for status, response in op["responses"].items():
-        out.append(f"<p><span class=s>{escape(status)}</span> "
-                   f"{_text(response['description'])}</p>")
-        headers = response.get("headers", {})
-        if headers:
-            items = ", ".join(
-                f"<code>{escape(h)}</code>{'' if v.get('required') else ' (optional)'}"
-                for h, v in headers.items())
-            out.append(f"<p>Headers: {items}</p>")
-        if response.get("content"):
-            out.append(_content_html(spec, response["content"]))
-    out.append("</section>")
-    return "".join(out)
-
-
-def render_docs(spec: dict[str, Any]) -> str:
-    info = spec["info"]
-    toc, sections = [], []
-    by_tag: dict[str, list[str]] = {t["name"]: [] for t in spec.get("tags", [])}
-    for path, item in spec["paths"].items():
-        for method in METHOD_ORDER:
-            op = item.get(method)
-            if op is None:
-                continue
-            toc.append(f'<li><a href="#op-{escape(op["operationId"])}"><span class="m '
-                       f'{method}">{method.upper()}</span><code>{escape(path)}</code></a></li>')
-            html = _operation_html(spec, path, method, op)
-            by_tag.setdefault(op.get("tags", ["Other"])[0], []).append(html)
-    for tag, ops in by_tag.items():
-        if ops:
-            sections.append(f"<h2>{escape(tag)}</h2>" + "".join(ops))
-    schemas = [
-        f'<section class=op id="schema-{escape(name)}"><h3>{escape(name)}</h3>'
-        + (f"<p>{_text(s['description'])}</p>" if s.get("description") else "")
-        + (_fields_table(spec, s) if "properties" in s else f"<p>{_type_text(spec, s)}</p>")
-        + "</section>"
-        for name, s in spec["components"]["schemas"].items()
-    ]
-    server = spec["servers"][0]["url"] if spec.get("servers") else ""
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        '<meta name=viewport content="width=device-width,initial-scale=1">'
-        f"<title>{escape(info['title'])} API {escape(info['version'])}</title>"
-        f"<style>{CSS}</style></head><body><main>"
-        f"<h1>{escape(info['title'])} API</h1>"
-        f"<p>Version {escape(info['version'])}, OpenAPI {escape(spec['openapi'])}"
-        f" (<a href=\"openapi.json\">openapi.json</a>). Server: <code>{escape(server)}"
-        "</code></p>"
-        f"<p>{_text(info.get('description', ''))}</p>"
-        "<h2>Endpoints</h2><ul class=toc>" + "".join(toc) + "</ul>"
-        + "".join(sections)
-        + "<h2>Schemas</h2>" + "".join(schemas)
-        + "</main></body></html>"
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def _docs_html(settings: Settings) -> str:
-    return render_docs(build_spec(settings))
-
-
-async def docs_page(request: Request) -> Response:
-    return HTMLResponse(_docs_html(request.app.state.settings))

@@ -7,37 +7,20 @@ from html import escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from service.domain.sms_requests import RESOURCE, parse_sms_request
 from service.domain.tracked_links import TOKEN_SHAPE, is_preview
-from service.http import idempotency
-from service.http.json_io import read_json
-from service.http.message_routes import MessageKind, cancel_handler, get_handler, list_handler
-from service.http.sms_requests import RESOURCE, parse_sms_request
-from service.settings import Settings
-from service.store import sms_messages
-from service.store.api_keys import Account
+from service.http.message_routes import (
+    cancel_handler,
+    create_handler,
+    get_handler,
+    list_handler,
+)
+from service.store.message_kinds import SMS
 from service.store.queries import queries
 
-
-async def create_sms(request: Request, account: Account) -> Response:
-    state = request.app.state
-    settings: Settings = state.settings
-    body = await read_json(request)
-    sms = parse_sms_request(body, settings)
-
-    async def create(conn) -> tuple[dict, str]:  # noqa: ANN001
-        out = await sms_messages.create(conn, account.id, sms, settings)
-        return out, out["url"]
-
-    response = await idempotency.create_once(
-        request, account, RESOURCE, "/messages/sms", body, create)
-    state.notifier.poke()
-    return response
-
-
-SMS = MessageKind("/messages/sms", RESOURCE, queries.sms_messages, sms_messages.load,
-                  sms_messages.render)
+create_sms = create_handler(SMS, RESOURCE, parse_sms_request)
 get_sms = get_handler(SMS)
-list_sms = list_handler(SMS)
+list_sms = list_handler(SMS, RESOURCE)
 cancel_sms = cancel_handler(SMS)
 
 
@@ -57,7 +40,7 @@ async def open_link(request: Request) -> Response:
     pool = request.app.state.pool
     if not TOKEN_SHAPE.fullmatch(token):
         return _page("Link not found", "This link is not valid.", 404)
-    if is_preview(request):
+    if is_preview(request.method, request.headers):
         if await queries.sms_messages.link_exists(pool, token=token) is None:
             return _page("Link not found", "This link is not valid.", 404)
         return _page("Message link", "Open this link on your phone to confirm you got it.")

@@ -8,12 +8,19 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, TypeVar
 
 import uvicorn
 
 from service.settings import Settings
 from service.store import database
+
+if TYPE_CHECKING:
+    from service.operator.commands import Operator
+
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -92,7 +99,7 @@ async def _run_all(settings: Settings, api: bool, dispatcher: bool,
     server = _server(settings) if api else None
     if server is not None:
         # uvicorn would install its own signal handlers; ours stop everything.
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         tasks.append(asyncio.create_task(server.serve()))
         logging.getLogger("amivono").info(
             "API listening on http://%s:%s", settings.api_host, settings.api_port
@@ -170,10 +177,11 @@ def cmd_keys_transport(args: argparse.Namespace) -> None:
     print(f"{row['name']}: SMS via {row['sms_transport'] or 'the default transport'}")
 
 
-def _operate(work):  # noqa: ANN001, ANN202 (an async function of an Operator)
+def _operate(work: Callable[[Operator], Awaitable[T]]) -> T:
+    """Run one async piece of work with an Operator (a pool, the settings)."""
     from service.operator.commands import Operator
 
-    async def go():  # noqa: ANN202
+    async def go() -> T:
         async with Operator(_settings()) as op:
             return await work(op)
 

@@ -17,10 +17,9 @@ import httpx
 
 from service.settings import Settings
 from service.store import database
+from service.store.message_kinds import KINDS
 from service.store.queries import queries
-from service.store.queue_signal import notify_cancel
-from service.store.sms_messages import render as render_sms
-from service.store.voice_messages import render as render_voice
+from service.telephony.ari import AriClient, AriError
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -87,38 +86,26 @@ class Operator:
     # --- messages -------------------------------------------------------------
 
     async def messages(self, kind: str, account: str | None, limit: int) -> list[dict[str, Any]]:
-        table_queries = queries.sms_messages if kind == "sms" else queries.voice_messages
-        render = render_sms if kind == "sms" else render_voice
-        rows = await table_queries.admin_list(self.pool, account=account, limit=limit)
-        return [{"account": r["account"], **render(r, self.settings)} for r in rows]
+        chosen = KINDS[kind]
+        rows = await chosen.table.admin_list(self.pool, account=account, limit=limit)
+        return [{"account": r["account"], **chosen.render(r, self.settings)} for r in rows]
 
     async def message(self, kind: str, message_id: int) -> dict[str, Any] | None:
-        if kind == "sms":
-            row = await queries.sms_messages.admin_get(self.pool, id=message_id)
-            attempts = await queries.sms_attempts.list_for_message(self.pool,
-                                                                    message_id=message_id)
-            render = render_sms
-        else:
-            row = await queries.voice_messages.admin_get(self.pool, id=message_id)
-            attempts = await queries.voice_attempts.list_for_message(self.pool,
-                                                                      message_id=message_id)
-            render = render_voice
+        chosen = KINDS[kind]
+        row = await chosen.table.admin_get(self.pool, id=message_id)
         if row is None:
             return None
-        return {"account": row["account"], **render(row, self.settings, list(attempts))}
+        attempts = await chosen.attempts.list_for_message(self.pool, message_id=message_id)
+        return {"account": row["account"],
+                **chosen.render(row, self.settings, list(attempts))}
 
     async def cancel(self, kind: str, message_id: int) -> dict[str, Any] | None:
         found = await self.message(kind, message_id)
         if found is None:
             return None
         account_id = await queries.accounts.id_by_name(self.pool, name=found["account"])
-        if kind == "sms":
-            await queries.sms_messages.cancel(self.pool, id=message_id, account_id=account_id)
-        else:
-            row = await queries.voice_messages.cancel(self.pool, id=message_id,
-                                                      account_id=account_id)
-            if row is not None and row["lease_attempt_id"] is not None:
-                await notify_cancel(self.pool, row["lease_attempt_id"])
+        async with self.pool.acquire() as conn:
+            await KINDS[kind].cancel(conn, account_id, message_id)
         return await self.message(kind, message_id)
 
     # --- files ----------------------------------------------------------------
@@ -139,17 +126,16 @@ class Operator:
             out["postgres"] = "ok"
             for row in depth:
                 out[f"{row['kind']}_{row['state']}"] = row["count"]
-        except (OSError, asyncpg.PostgresError) as exc:
+        except database.OUTAGE as exc:
             out["postgres"] = f"{type(exc).__name__}: {exc}"
         s = self.settings
+        ari = AriClient(s.ari_url, s.ari_user, s.ari_password, app=s.ari_app, timeout=3.0)
         try:
-            async with httpx.AsyncClient(timeout=3) as client:
-                answer = await client.get(f"{s.ari_url.rstrip('/')}/asterisk/info",
-                                          auth=(s.ari_user, s.ari_password))
-            answer.raise_for_status()
-            out["asterisk"] = "ok: " + answer.json()["system"]["version"]
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            out["asterisk"] = "ok: " + (await ari.info())["system"]["version"]
+        except (AriError, KeyError, TypeError) as exc:
             out["asterisk"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            await ari.close()
         return out
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from service.http.errors import ApiError
+from service.domain.refusals import Reason, Refused
 from service.store.queries import queries
 
 KEY_PREFIX = "amv_"
@@ -48,9 +48,10 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
-def unauthorized(token_given: bool) -> ApiError:
+def unauthorized(token_given: bool) -> Refused:
     if not token_given:
-        return ApiError(401, "Requires authentication: send 'Authorization: Bearer <key>'",
-                        headers={"WWW-Authenticate": 'Bearer realm="amivono"'})
-    return ApiError(401, "Bad credentials: the API key is unknown or revoked",
+        return Refused(Reason.UNAUTHORIZED,
+                       "Requires authentication: send 'Authorization: Bearer <key>'",
+                       headers={"WWW-Authenticate": 'Bearer realm="amivono"'})
+    return Refused(Reason.UNAUTHORIZED, "Bad credentials: the API key is unknown or revoked",
                     headers={"WWW-Authenticate": 'Bearer realm="amivono", error="invalid_token"'})

@@ -1,6 +1,6 @@
 """Connections to PostgreSQL and the schema migrations.
 
-Migrations are the numbered files in `service/migrations/`, applied in order,
+Migrations are the numbered files in `service/store/migrations/`, applied in order,
 each in its own transaction, under an advisory lock so that several processes
 starting at once apply each exactly once.
 """
@@ -11,10 +11,19 @@ import logging
 from pathlib import Path
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
+# Anything a named statement runs on: a pool, a connection, or a pooled one.
+Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# What a lost or restarting PostgreSQL raises: an outage to wait out, never a
+# bug. The one place that says so; `except OUTAGE:` everywhere else.
+OUTAGE: tuple[type[BaseException], ...] = (
+    OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 # Arbitrary constant shared by every Amivono process: "amivono" in ASCII.
 MIGRATION_LOCK = 0x616D69766F6E6F
 

@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import asyncpg
 
+from service.store.database import OUTAGE, Executor
+
 CHANNEL = "amivono_due"
 CANCEL_CHANNEL = "amivono_cancel"  # payload: the voice attempt to hang up
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ class DueNotifier:
             self._pending.clear()
             try:
                 await self._pool.execute("SELECT pg_notify($1, '')", CHANNEL)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except OUTAGE as exc:
                 log.warning("NOTIFY failed (dispatchers will poll): %s", exc)
             await asyncio.sleep(self._interval)
 
@@ -78,7 +80,7 @@ class Listener:
             # A half-open TCP connection looks open but delivers nothing.
             await asyncio.wait_for(self._conn.fetchval("SELECT 1"), 2.0)
             return True
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except OUTAGE:  # TimeoutError is an OSError
             self._conn.terminate()
             return False
 
@@ -91,7 +93,7 @@ class Listener:
                 await self._conn.add_listener(
                     channel, lambda _c, _p, _ch, payload, cb=callback: cb(payload))
                 callback(None)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except OUTAGE as exc:
             log.warning("LISTEN connection failed (polling meanwhile): %s", exc)
             self._conn = None
 
@@ -100,6 +102,6 @@ class Listener:
             await self._conn.close()
 
 
-async def notify_cancel(pool: asyncpg.Pool, attempt_id: int) -> None:
+async def notify_cancel(pool: Executor, attempt_id: int) -> None:
     """Ask whichever dispatcher holds this call to hang it up."""
     await pool.execute("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, str(attempt_id))

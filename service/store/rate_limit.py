@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from service.http.errors import ApiError
+from service.domain.refusals import Reason, Refused
 from service.store.api_keys import Account, bearer_token, hash_key, unauthorized
 from service.store.queries import queries
 
@@ -50,8 +50,7 @@ async def admit(pool: asyncpg.Pool, authorization: str | None,
     limit = default_limit if account.rate_limit_per_hour is None else account.rate_limit_per_hour
     rate = RateLimit(limit, row["used"], row["reset_at"], max(1, row["reset_in"]))
     if rate.exceeded:
-        raise ApiError(
-            429,
+        raise Refused(Reason.RATE_LIMITED,
             f"API rate limit exceeded for account {account.name!r}: {limit} requests per hour",
             headers={**rate.headers(), "Retry-After": str(rate.reset_in)},
         )

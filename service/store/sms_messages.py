@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from service.domain import sms_text
+from service.domain.json_schema import (
+    E164,
+    ID,
+    MAYBE_TIMESTAMP,
+    TIMESTAMP,
+    URL,
+    Fields,
+    enum,
+    nullable,
+)
+from service.domain.sms_requests import SmsRequest
+from service.domain.statuses import SMS_ACTIVE, SmsAttemptOutcome, SmsStatus
+from service.domain.timestamps import iso
 from service.domain.tracked_links import link_for, new_token
-from service.http.sms_requests import SmsRequest
 from service.settings import Settings
+from service.store.database import Executor
 from service.store.queries import queries
 
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC, to the second, as the spec writes it."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+PATH = "/messages/sms"
 
 
 def message_url(settings: Settings, message_id: int) -> str:
-    return f"{settings.public_base_url.rstrip('/')}/messages/sms/{message_id}"
+    return settings.public_url(f"{PATH}/{message_id}")
 
 
 async def create(
@@ -48,12 +55,55 @@ async def create(
     return render(row, settings, [])
 
 
+# What render writes, in its order; the OpenAPI schema is built from these, and
+# tests/unit/test_rendered_fields.py fails when render writes anything else.
+FIELDS: Fields = {
+    "id": ID,
+    "url": URL,
+    "from": E164,
+    "to": E164,
+    "message": {"type": "string",
+                "description": "The text as sent, with the tracked link when `repeat`"
+                               " was given."},
+    "last_sent_at": MAYBE_TIMESTAMP,
+    "repeat": {"type": "integer", "minimum": 0,
+               "description": "Sends still to come after the first (10 asked shows 9);"
+                              " 0 once nothing is left to send."},
+    "repeat_interval": {"type": ["integer", "null"], "minimum": 1,
+                        "description": "Minutes; null without `repeat`."},
+    "created_at": TIMESTAMP,
+    "updated_at": TIMESTAMP,
+    "status": enum(SmsStatus),
+    "sent_count": {"type": "integer", "minimum": 0},
+    "next_send_at": MAYBE_TIMESTAMP,
+    "clicked_at": MAYBE_TIMESTAMP,
+    "canceled_at": MAYBE_TIMESTAMP,
+    "encoding": {"type": "string", "enum": [sms_text.GSM7, sms_text.UCS2]},
+    "segments": {"type": "integer", "minimum": 1},
+}
+# Each of `attempts` (present when render is given them).
+ATTEMPT_FIELDS: Fields = {
+    "id": ID,
+    "send_number": {"type": "integer", "minimum": 1,
+                    "description": "Which of the `repeat` sends this was."},
+    "dispatcher": {"type": "string"},
+    "transport": {"type": "string", "examples": ["ari-pjsip", "dongle-ami"]},
+    "started_at": TIMESTAMP,
+    "finished_at": MAYBE_TIMESTAMP,
+    "outcome": nullable(enum(
+        SmsAttemptOutcome,
+        description="sent: handed to the trunk; unknown: the dispatcher lost its lease"
+                    " mid-send, so it may have been sent; null while in progress.")),
+    "detail": {"type": ["string", "null"]},
+}
+
+
 def render(
     row: asyncpg.Record, settings: Settings, attempts: list[asyncpg.Record] | None = None
 ) -> dict[str, Any]:
     """The JSON a client sees: the spec's fields first, then ours."""
     to_come = 0
-    if row["status"] in ("queued", "sending", "scheduled"):
+    if row["status"] in SMS_ACTIVE:
         # Sends still to come after the first: 10 asked is 9, as in the spec.
         to_come = row["repeat_total"] - max(row["sent_count"], 1)
     out: dict[str, Any] = {
@@ -92,11 +142,6 @@ def render(
     return out
 
 
-async def load(
-    conn: asyncpg.Connection, account_id: int, message_id: int, settings: Settings
-) -> dict[str, Any] | None:
-    row = await queries.sms_messages.get(conn, id=message_id, account_id=account_id)
-    if row is None:
-        return None
-    attempts = await queries.sms_attempts.list_for_message(conn, message_id=message_id)
-    return render(row, settings, list(attempts))
+async def cancel(conn: Executor, account_id: int, message_id: int) -> None:
+    """Cancel the sends still to come (nothing when none are)."""
+    await queries.sms_messages.cancel(conn, id=message_id, account_id=account_id)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import re
 import struct
 import uuid
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ import numpy as np
 import soundfile
 import soxr
 
-NAME_SHAPE = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+from service.domain.refusals import Reason, Refused
+
 # Extension Asterisk looks for -> (rate, libsndfile container, subtype).
 FORMATS: dict[str, tuple[int, str, str]] = {
     "ulaw": (8000, "RAW", "ULAW"),
@@ -30,15 +30,6 @@ FORMATS: dict[str, tuple[int, str, str]] = {
     "wav16": (16000, "WAV", "PCM_16"),
 }
 MIN_SECONDS = 0.1
-
-
-class AudioRefused(ValueError):
-    """The upload is not audio we can use; `status` is the HTTP answer."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -50,11 +41,6 @@ class Converted:
     formats: list[str]
 
 
-def valid_name(name: str) -> bool:
-    # The shape alone would let "." and ".." through.
-    return bool(NAME_SHAPE.fullmatch(name)) and name not in (".", "..")
-
-
 def _check_wav_complete(data: bytes) -> None:
     """libsndfile reads a cut-off WAV without complaint; its chunk sizes tell."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
@@ -64,12 +50,12 @@ def _check_wav_complete(data: bytes) -> None:
         chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
         if chunk == b"data":
             if size != 0xFFFFFFFF and pos + 8 + size > len(data):
-                raise AudioRefused(
-                    422, f"the WAV file is truncated: {size} bytes of audio announced, "
+                raise Refused(
+                    Reason.INVALID, f"the WAV file is truncated: {size} bytes of audio announced, "
                          f"{len(data) - pos - 8} present")
             return
         pos += 8 + size + (size & 1)
-    raise AudioRefused(422, "the WAV file is truncated: no audio data chunk")
+    raise Refused(Reason.INVALID, "the WAV file is truncated: no audio data chunk")
 
 
 def decode(data: bytes, max_seconds: float) -> tuple[np.ndarray, int, str]:
@@ -79,21 +65,22 @@ def decode(data: bytes, max_seconds: float) -> tuple[np.ndarray, int, str]:
         with soundfile.SoundFile(io.BytesIO(data)) as f:
             fmt, rate = f.format, f.samplerate
             if f.frames and f.frames / rate > max_seconds:
-                raise AudioRefused(422, f"the audio is longer than {max_seconds:g} seconds")
+                raise Refused(Reason.INVALID, f"the audio is longer than {max_seconds:g} seconds")
             samples = f.read(dtype="float32", always_2d=True)
     except soundfile.LibsndfileError as exc:
-        raise AudioRefused(
-            415, f"not a supported audio file (WAV, MP3, OGG, Opus, FLAC): {exc}") from None
+        raise Refused(
+            Reason.UNSUPPORTED_MEDIA,
+                f"not a supported audio file (WAV, MP3, OGG, Opus, FLAC): {exc}") from None
     except (RuntimeError, ValueError) as exc:
-        raise AudioRefused(422, f"the audio could not be decoded: {exc}") from None
+        raise Refused(Reason.INVALID, f"the audio could not be decoded: {exc}") from None
     mono = samples.mean(axis=1)
     seconds = len(mono) / rate
     if seconds < MIN_SECONDS:
-        raise AudioRefused(422, f"the audio is shorter than {MIN_SECONDS} seconds")
+        raise Refused(Reason.INVALID, f"the audio is shorter than {MIN_SECONDS} seconds")
     if seconds > max_seconds:
-        raise AudioRefused(422, f"the audio is longer than {max_seconds:g} seconds")
+        raise Refused(Reason.INVALID, f"the audio is longer than {max_seconds:g} seconds")
     if not np.isfinite(mono).all():
-        raise AudioRefused(422, "the audio contains invalid samples")
+        raise Refused(Reason.INVALID, "the audio contains invalid samples")
     return mono, rate, fmt
 
 

@@ -6,20 +6,92 @@ from typing import Any
 
 import asyncpg
 
-from service.http.voice_requests import VoiceRequest
+from service.domain.file_names import NAME_SHAPE
+from service.domain.json_schema import (
+    E164,
+    ID,
+    MAYBE_TIMESTAMP,
+    TIMESTAMP,
+    URL,
+    Fields,
+    anchored,
+    enum,
+    nullable,
+)
+from service.domain.refusals import FieldError, validation_failed
+from service.domain.statuses import FieldCode, VoiceAttemptOutcome, VoiceOutcome, VoiceStatus
+from service.domain.timestamps import iso
+from service.domain.voice_requests import RESOURCE, VoiceRequest
 from service.settings import Settings
+from service.store.database import Executor
 from service.store.queries import queries
-from service.store.sms_messages import iso
+from service.store.queue_signal import notify_cancel
+
+PATH = "/messages/voice"
 
 
 def message_url(settings: Settings, message_id: int) -> str:
-    return f"{settings.public_base_url.rstrip('/')}/messages/voice/{message_id}"
+    return settings.public_url(f"{PATH}/{message_id}")
 
 
-async def create(conn: asyncpg.Connection, account_id: int, req: VoiceRequest) -> int:
-    return await queries.voice_messages.create(
+async def create(conn: asyncpg.Connection, account_id: int, req: VoiceRequest,
+                 settings: Settings) -> dict[str, Any]:
+    """Store the message; return it as the API shows it (no attempts yet).
+    Refused when the account has no file of that name."""
+    row = await queries.voice_messages.create(
         conn, account_id=account_id, from_number=req.from_number, to_number=req.to_number,
         file_name=req.file_name, retries=req.retries, retry_interval=req.retry_interval)
+    if row is None:
+        raise validation_failed([FieldError(
+            RESOURCE, "file", FieldCode.INVALID,
+            f"no uploaded file named {req.file_name!r}: PUT /files/{req.file_name} first")])
+    return render(row, settings, [])
+
+
+# What render writes, in its order; the OpenAPI schema is built from these, and
+# tests/unit/test_rendered_fields.py fails when render writes anything else.
+FIELDS: Fields = {
+    "id": ID,
+    "url": URL,
+    "from": E164,
+    "to": E164,
+    "file": {"type": "string", "pattern": anchored(NAME_SHAPE)},
+    "sent_at": {**MAYBE_TIMESTAMP, "description": "When the answered call started"
+                                                  " playing the file."},
+    "created_at": TIMESTAMP,
+    "updated_at": TIMESTAMP,
+    "status": enum(VoiceStatus, description="queued, calling, scheduled (for a retry),"
+                                            " then the outcome."),
+    "answered_at": MAYBE_TIMESTAMP,
+    "ended_at": MAYBE_TIMESTAMP,
+    "duration": {"type": ["number", "null"], "minimum": 0,
+                 "description": "Seconds from answer to hang-up, to 0.1 s."},
+    "outcome": nullable(enum(VoiceOutcome,
+                             description="null until the message is finished.")),
+    "cause": {"type": ["integer", "null"], "description": "Q.850 cause code."},
+    "cause_text": {"type": ["string", "null"]},
+    "retries": {"type": "integer", "minimum": 0},
+    "retry_interval": {"type": "integer", "minimum": 1, "description": "Minutes."},
+    "attempts_made": {"type": "integer", "minimum": 0},
+    "next_attempt_at": MAYBE_TIMESTAMP,
+    "heard_at": {**MAYBE_TIMESTAMP, "description": "When the callee heard it again by"
+                                                   " calling back."},
+    "canceled_at": MAYBE_TIMESTAMP,
+}
+# Each of `attempts` (present when render is given them).
+ATTEMPT_FIELDS: Fields = {
+    "id": ID,
+    "dispatcher": {"type": "string"},
+    "started_at": TIMESTAMP,
+    "answered_at": MAYBE_TIMESTAMP,
+    "playback_started_at": MAYBE_TIMESTAMP,
+    "finished_at": MAYBE_TIMESTAMP,
+    "outcome": nullable(enum(VoiceAttemptOutcome,
+                             description="null while the call is in progress.")),
+    "cause": {"type": ["integer", "null"], "description": "Q.850 cause code."},
+    "cause_text": {"type": ["string", "null"]},
+    "detail": {"type": ["string", "null"]},
+}
 
 
 def render(row: asyncpg.Record, settings: Settings,
@@ -67,10 +139,9 @@ def render(row: asyncpg.Record, settings: Settings,
     return out
 
 
-async def load(conn: asyncpg.Connection, account_id: int, message_id: int,
-               settings: Settings) -> dict[str, Any] | None:
-    row = await queries.voice_messages.get(conn, id=message_id, account_id=account_id)
-    if row is None:
-        return None
-    attempts = await queries.voice_attempts.list_for_message(conn, message_id=message_id)
-    return render(row, settings, list(attempts))
+async def cancel(conn: Executor, account_id: int, message_id: int) -> None:
+    """Cancel the calls still to come; a call in flight is hung up by its
+    dispatcher, woken by NOTIFY."""
+    row = await queries.voice_messages.cancel(conn, id=message_id, account_id=account_id)
+    if row is not None and row["lease_attempt_id"] is not None:
+        await notify_cancel(conn, row["lease_attempt_id"])

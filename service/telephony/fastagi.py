@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 from panoramisk import fast_agi
 
+from service.domain.phone_numbers import E164_SHAPE as _E164
 from service.settings import Settings
 from service.store.queries import queries
 
 log = logging.getLogger(__name__)
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)
 NO_MESSAGE_PROMPT = ("vm-no", "vm-messages")  # Asterisk core prompts: "no messages"
 
 

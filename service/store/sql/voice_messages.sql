@@ -1,10 +1,25 @@
 -- Every statement on voice_messages: the API's, the dispatcher's, FastAGI's.
 
--- name: create$
-INSERT INTO voice_messages (account_id, from_number, to_number, file_name, retries,
-                            retry_interval, due_at)
-VALUES (:account_id, :from_number, :to_number, :file_name, :retries, :retry_interval, now())
-RETURNING id;
+-- name: create^
+-- Inserts the message only if the account has the file, and returns it as
+-- voice_message_view shows it (a new row is 'queued' and due now), so the API
+-- answers from this one statement; no row when there is no such file. The
+-- file is read FOR SHARE: a concurrent DELETE of it waits for us, then sees
+-- this message and refuses.
+WITH file AS (
+    SELECT name FROM sound_files
+    WHERE account_id = :account_id AND name = :file_name
+    FOR SHARE
+), ins AS (
+    INSERT INTO voice_messages (account_id, from_number, to_number, file_name, retries,
+                                retry_interval, due_at)
+    SELECT :account_id, :from_number, :to_number, file.name, :retries, :retry_interval, now()
+    FROM file
+    RETURNING *
+)
+SELECT ins.*, 'queued'::text AS status, ins.due_at AS next_attempt_at,
+       NULL::float8 AS duration
+FROM ins;
 
 -- name: get^
 SELECT * FROM voice_message_view WHERE id = :id AND account_id = :account_id;

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.domain.phone_numbers import InvalidNumber, parse_e164
-from service.http.errors import FieldError, validation_failed
+from service.domain.refusals import FieldError, validation_failed
 
 
 def require_object(resource: str, body: Any) -> dict[str, Any]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from service.http.errors import FieldError, validation_failed
-from service.http.request_fields import int_field, require_object, unknown_fields
-from service.http.request_fields import numbers as number_fields
+from service.domain.file_names import valid_name
+from service.domain.refusals import FieldError, validation_failed
+from service.domain.request_fields import int_field, require_object, unknown_fields
+from service.domain.request_fields import numbers as number_fields
 from service.settings import Settings
-from service.store.sound_files import valid_name
 
 RESOURCE = "Voice"
 FIELDS = ("from", "to", "file", "retries", "retry_interval")

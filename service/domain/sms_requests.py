@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.domain import sms_text
+from service.domain.refusals import FieldError, validation_failed
+from service.domain.request_fields import int_field, require_object, unknown_fields
+from service.domain.request_fields import numbers as number_fields
 from service.domain.tracked_links import TOKEN_LENGTH, link_for
-from service.http.errors import FieldError, validation_failed
-from service.http.request_fields import int_field, require_object, unknown_fields
-from service.http.request_fields import numbers as number_fields
 from service.settings import Settings
 
 RESOURCE = "Sms"

@@ -1,0 +1,172 @@
+"""The generic queue loop every delivery worker runs: claim due work from
+PostgreSQL, run each job as a task up to a capacity, pace the starts, wake on
+NOTIFY or poll, and record outcomes through short database outages.
+
+A worker gets a small context (settings, pool, ARI client, dispatcher name),
+never its parent, so each kind of work (SMS sends, voice calls) is a module
+of its own that depends only on this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from service.settings import Settings
+from service.store.database import OUTAGE
+
+if TYPE_CHECKING:  # the ARI client (aiohttp) is only carried here
+    from service.telephony.ari import AriClient
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What a worker needs from the process it runs in."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    ari: AriClient
+    name: str  # the dispatcher's name, written on the leases it takes
+
+
+class Pacer:
+    """Spaces starts to at most `rate` per second, so Asterisk never sees a
+    burst (a PJSIP taskprocessor queue of 500 makes it refuse requests)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._gap = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self._gap:
+            return
+        async with self._lock:
+            now = self._clock()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+            self._next = max(now, self._next) + self._gap
+
+
+class QueueWorker:
+    """Claims due jobs of one queue and runs each as a task, `capacity` at once."""
+
+    kind = "queue"
+
+    def __init__(self, ctx: WorkerContext, capacity: int, rate: float) -> None:
+        self.ctx = ctx
+        self.capacity = capacity
+        self.pacer = Pacer(rate)
+        self.wake = asyncio.Event()
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self._was_ready = False
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.ctx.pool
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    async def claim(self, limit: int) -> tuple[int, list[Job]]:
+        """Claim up to `limit`; return how many rows were taken and the jobs to run."""
+        raise NotImplementedError
+
+    async def seconds_until_due(self) -> float | None:
+        raise NotImplementedError
+
+    async def maintain(self) -> None:
+        """Called about once a second by the dispatcher's housekeeping."""
+
+    async def loop(self, stop: asyncio.Event) -> None:
+        poll = self.settings.poll_seconds
+        while not stop.is_set():
+            self.wake.clear()
+            ready = self.ready()
+            if ready != self._was_ready:
+                log.warning("%s: %s", self.kind,
+                            "connected: sending" if ready else "disconnected: holding sends")
+                self._was_ready = ready
+            free = self.capacity - len(self.in_flight) if ready else 0
+            taken = 0
+            if free > 0:
+                try:
+                    taken, jobs = await self.claim(free)
+                except OUTAGE as exc:
+                    log.warning("%s: claim failed: %s", self.kind, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                for job in jobs:
+                    task = asyncio.create_task(self._run(job))
+                    self.in_flight.add(task)
+                    task.add_done_callback(self._done)
+            if free > 0 and taken == free:
+                await asyncio.sleep(0)  # more may be due: claim again at once
+                continue
+            if ready and free <= 0:
+                # Every slot is taken: nothing to claim until one frees (wake).
+                await self._sleep(stop, poll)
+                continue
+            timeout = poll if ready else min(poll, 0.2)
+            try:
+                until_due = await self.seconds_until_due()
+            except OUTAGE:
+                until_due = None
+            if until_due is not None and until_due > 0:
+                # Overdue rows we could not claim are held by another dispatcher
+                # or over a cap: only a future due time shortens the wait.
+                timeout = min(timeout, until_due + 0.005)
+            await self._sleep(stop, timeout)
+
+    async def _run(self, job: Job) -> None:
+        await self.pacer.wait()
+        await job()
+
+    async def _sleep(self, stop: asyncio.Event, timeout: float) -> None:
+        if timeout <= 0:
+            return
+        waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s job failed", self.kind, exc_info=task.exception())
+        self.wake.set()  # a slot is free
+
+    async def drain(self) -> None:
+        if self.in_flight:
+            log.info("%s: finishing %d in flight", self.kind, len(self.in_flight))
+            await asyncio.gather(*self.in_flight, return_exceptions=True)
+
+    async def record(self, statement: Callable[..., Awaitable[Any]], **params: Any) -> Any:
+        """Run a statement that records an outcome, retrying through short
+        database outages; if it still fails, the lease expires and the next
+        claim closes the attempt as 'unknown'."""
+        for delay in (0.0, 0.5, 2.0, 5.0):
+            await asyncio.sleep(delay)
+            try:
+                return await statement(self.pool, **params)
+            except OUTAGE as exc:
+                log.warning("%s: recording failed: %s", self.kind, exc)
+        log.error("%s: could not record %s; its lease will expire", self.kind, params)
+        return None

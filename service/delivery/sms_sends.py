@@ -1,0 +1,80 @@
+"""SMS sends: claim due SMS (one statement, FOR UPDATE SKIP LOCKED), hand each
+to its account's transport, or the default one, and record the outcome; the
+next repeat or retry is scheduled by the same statement (see
+sql/sms_messages.sql)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+from service import metrics
+from service.delivery.queue_worker import Job, QueueWorker, WorkerContext
+from service.delivery.sms_transports import OutgoingSms, SendResult, SmsTransport
+from service.store.queries import queries
+
+log = logging.getLogger(__name__)
+
+
+class SmsWorker(QueueWorker):
+    """SMS sends; each through its account's transport, or the default one."""
+
+    kind = "sms"
+
+    def __init__(self, ctx: WorkerContext, transports: dict[str, SmsTransport],
+                 default: str) -> None:
+        s = ctx.settings
+        super().__init__(ctx, s.sms_concurrency, s.sms_per_second)
+        if default not in transports:
+            raise ValueError(f"default SMS transport {default!r} is not configured")
+        self.transports = transports
+        self.default = default
+
+    def ready(self) -> bool:
+        return any(t.ready() for t in self.transports.values())
+
+    async def seconds_until_due(self) -> float | None:
+        due: float | None = await queries.sms_messages.seconds_until_due(self.pool)
+        return due
+
+    async def claim(self, limit: int) -> tuple[int, list[Job]]:
+        ready = [name for name, t in self.transports.items() if t.ready()]
+        rows = await queries.sms_messages.claim_due_sends(
+            self.pool, limit=limit, dispatcher=self.ctx.name, transport=self.default,
+            ready=ready, lease_seconds=float(self.settings.lease_seconds))
+        jobs: list[Job] = []
+        claimed = time.monotonic()
+        for row in rows:
+            if row["attempt_id"] is None:
+                continue  # stopped while leased: it only left the queue
+            sms = OutgoingSms(row["id"], row["attempt_id"], row["from_number"],
+                              row["to_number"], row["body"])
+            jobs.append(functools.partial(self._send, sms, row["transport"], claimed))
+        return len(rows), jobs
+
+    async def _send(self, sms: OutgoingSms, transport_name: str, claimed: float) -> None:
+        transport = self.transports.get(transport_name)
+        if transport is None:
+            result = SendResult("failed", f"transport {transport_name} is not configured on "
+                                          f"dispatcher {self.ctx.name}")
+        elif not transport.ready():
+            result = SendResult("failed", f"transport {transport_name} is not connected")
+        else:
+            try:
+                result = await transport.send(sms)
+            except Exception as exc:  # a transport bug must not kill the dispatcher
+                log.exception("transport %s failed on message %s", transport_name,
+                              sms.message_id)
+                result = SendResult("failed", f"transport error: {type(exc).__name__}: {exc}")
+        metrics.CLAIM_TO_SEND.labels("sms").observe(time.monotonic() - claimed)
+        metrics.SENDS.labels("sms", result.outcome).inc()
+        log.info("sms %s attempt %s to %s via %s: %s (%s)", sms.message_id, sms.attempt_id,
+                 sms.to_number, transport_name, result.outcome, result.detail,
+                 extra={"message_id": sms.message_id, "attempt_id": sms.attempt_id,
+                        "kind": "sms"})
+        s = self.settings
+        await self.record(
+            queries.sms_messages.finish_send, attempt_id=sms.attempt_id,
+            outcome=result.outcome, detail=result.detail, max_failures=s.sms_max_failures,
+            minute_seconds=float(s.minute_seconds), retry_seconds=float(s.sms_retry_seconds))

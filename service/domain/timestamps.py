@@ -1,0 +1,12 @@
+"""Times as the API writes them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC, to the second, as the spec writes it."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,50 @@
+"""The kinds of message (SMS, voice) as one abstraction over the store: how
+each is created, rendered, loaded with its attempts and canceled. The HTTP
+routes and the operator's commands both go through it, so the two kinds
+follow the same rules in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from service.settings import Settings
+from service.store import sms_messages, voice_messages
+from service.store.database import Executor
+from service.store.queries import queries
+
+# Stores a parsed request; returns the message as the API shows it.
+Create = Callable[[asyncpg.Connection, int, Any, Settings], Awaitable[dict[str, Any]]]
+Render = Callable[..., dict[str, Any]]  # (row, settings, attempts=None)
+Cancel = Callable[[Executor, int, int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class MessageKind:
+    name: str       # "sms", "voice"
+    path: str       # "/messages/sms"
+    table: Any      # the message table's named statements
+    attempts: Any   # its attempts table's named statements
+    create: Create
+    render: Render
+    cancel: Cancel
+
+    async def load(self, conn: asyncpg.Connection, account_id: int, message_id: int,
+                   settings: Settings) -> dict[str, Any] | None:
+        """The message with its attempts, if it is this account's."""
+        row = await self.table.get(conn, id=message_id, account_id=account_id)
+        if row is None:
+            return None
+        attempts = await self.attempts.list_for_message(conn, message_id=message_id)
+        return self.render(row, settings, list(attempts))
+
+
+SMS = MessageKind("sms", sms_messages.PATH, queries.sms_messages, queries.sms_attempts,
+                  sms_messages.create, sms_messages.render, sms_messages.cancel)
+VOICE = MessageKind("voice", voice_messages.PATH, queries.voice_messages,
+                    queries.voice_attempts, voice_messages.create, voice_messages.render,
+                    voice_messages.cancel)
+KINDS = {kind.name: kind for kind in (SMS, VOICE)}
