@@ -51,6 +51,7 @@ BENCH_ENV = {
     "AMIVONO_FASTAGI_PORT": "34573",
     "AMIVONO_RUN_DIR": "/srv/amivono-bench",
     "AMIVONO_SOUNDS_DIR": "/var/lib/amivono/sounds-bench",
+    "AMIVONO_SMS_INBOX": "/var/lib/amivono/inbox-bench/sms-inbox.log",
 }
 os.environ.update(BENCH_ENV)
 # `service` and `sandbox` (asterisk/sandbox), also without the editable install.
@@ -111,6 +112,8 @@ def start_dispatcher(name: str, ready: str = "sms: connected", **env: str) -> Pr
 def new_key(account: str = "bench") -> str:
     key = amivono("keys", "create", account).strip().splitlines()[-1]
     amivono("keys", "rate-limit", account, "100000000")
+    # The default sender policy: the account sends from a number it owns.
+    amivono("numbers", "add", account, SPEC_FROM)
     return key
 
 

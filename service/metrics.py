@@ -29,6 +29,11 @@ CLAIM_TO_SEND = Histogram(
 CALLS_IN_FLIGHT = Gauge("amivono_calls_in_flight", "Voice calls this dispatcher is handling")
 ARI_RECONNECTS = Counter("amivono_ari_reconnects_total",
                          "ARI event WebSocket connections after the first")
+INBOUND = Counter("amivono_inbound_sms_total", "Inbound SMS stored, by kind and routing",
+                  ["kind", "routed"])
+REPORTS = Counter("amivono_delivery_reports_total",
+                  "Carrier delivery reports by result (delivered, undelivered, duplicate, "
+                  "unmatched, malformed)", ["result"])
 QUEUE = Gauge("amivono_queue_depth", "Work in the queue (whole database)", ["kind", "state"])
 IN_FLIGHT_ATTEMPTS = Gauge("amivono_attempts_in_flight",
                            "Attempts started and not finished (all dispatchers)", ["kind"])

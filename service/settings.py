@@ -55,6 +55,41 @@ class Settings:
     max_repeat_interval: int = field(
         default=10080, metadata={"doc": "Largest `repeat_interval` in minutes (one week)."}
     )
+    # --- two-way SMS --------------------------------------------------------
+    sender_policy: str = field(
+        default="owned",
+        metadata={"doc": "`owned`: `from` must be one of the account's numbers "
+                         "(`amivono numbers add`); `any`: any number (single-tenant installs)."},
+    )
+    extra_stop_words: str = field(
+        default="",
+        metadata={"doc": "More opt-out words beside STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, "
+                         "QUIT, OPTOUT, REVOKE (comma-separated, e.g. `STOPP`)."},
+    )
+    stop_reply: str = field(
+        default="You will get no more messages from this number. Reply START to undo.",
+        metadata={"doc": "The confirmation sent once when a phone opts out."},
+    )
+    start_reply: str = field(
+        default="You will get messages from this number again. Reply STOP to stop.",
+        metadata={"doc": "The confirmation sent once when a phone opts back in."},
+    )
+    help_reply: str = field(
+        default="Automated alerts. Reply STOP to stop, START to start again.",
+        metadata={"doc": "The answer to HELP or INFO."},
+    )
+    sms_inbox: str = field(
+        default="/var/lib/amivono/inbox/sms-inbox.log",
+        metadata={"doc": "The gateway Asterisk's inbox file (its dialplan appends every "
+                         "inbound SMS and report); dispatchers replay it, so an SMS that "
+                         "came while no dispatcher listened is not lost. Same path for both "
+                         "(a shared folder); empty: ARI only."},
+    )
+    dlr_timeout: float = field(
+        default=172800.0,
+        metadata={"doc": "Seconds after a send with no carrier report before its attempt "
+                         "shows `expired` (48 h)."},
+    )
     # --- dispatcher --------------------------------------------------------
     minute_seconds: float = field(
         default=60.0,

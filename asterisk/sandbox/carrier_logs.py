@@ -1,4 +1,4 @@
-"""What the carrier simulator's phones received, read from its log."""
+"""What the carrier simulator's phones received and reported, read from its logs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from sandbox.instances import Instance
 
 _SIP_USER = re.compile(r"sips?:([^@;>]+)@")
+_RECEIPT_STAT = re.compile(r"\bstat:(\S+)")
 
 
 def _user(uri: str) -> str:
@@ -60,5 +61,26 @@ def received_calls(carrier: Instance) -> list[dict[str, Any]]:
             "duration": round(float(ended_at) - float(answered_at), 3) if answered else 0.0,
             "recording": str(carrier.runtime.outside(recording)) if recording else None,
             "cause": int(cause) if cause.isdigit() else None,
+        })
+    return out
+
+
+def sent_reports(carrier: Instance) -> list[dict[str, Any]]:
+    """Every delivery report the carrier sent back to the gateway, oldest first:
+    from the phone that got the SMS to its sender, `ref` the gateway's
+    X-Amivono-Ref, `stat` the receipt's status, `sent` MessageSend's outcome
+    (handed to the trunk or not; the gateway's answer is not known here)."""
+    out = []
+    for when, sender, recipient, ref, body, status in _records(carrier, "reports-sent.log", 6):
+        text = _decode(body)
+        stat = _RECEIPT_STAT.search(text)
+        out.append({
+            "time": when,
+            "from": sender,
+            "to": recipient,
+            "ref": _decode(ref),
+            "stat": stat.group(1) if stat else None,
+            "body": text,
+            "sent": status == "SUCCESS",
         })
     return out

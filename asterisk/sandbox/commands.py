@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
-from sandbox.carrier_logs import received_calls, received_sms
+from sandbox.carrier_logs import received_calls, received_sms, sent_reports
+from sandbox.carrier_sms import CarrierSendError, send_sms
 from sandbox.instances import instances
 from sandbox.settings import SandboxSettings
 
@@ -45,6 +47,28 @@ def cmd_carrier_calls(args: argparse.Namespace) -> None:
         print(json.dumps(call, ensure_ascii=False))
 
 
+def cmd_carrier_reports(args: argparse.Namespace) -> None:
+    for report in sent_reports(instances(SandboxSettings.from_env())["carrier"]):
+        print(json.dumps(report, ensure_ascii=False))
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME:VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def cmd_carrier_send_sms(args: argparse.Namespace) -> None:
+    try:
+        sent = send_sms(SandboxSettings.from_env(), args.sender, args.recipient, args.text,
+                        headers=dict(args.header))
+    except CarrierSendError as exc:
+        print(json.dumps({"sent": False, "error": str(exc)}, ensure_ascii=False))
+        sys.exit(1)
+    print(json.dumps(sent, ensure_ascii=False))
+
+
 def register(sub: Any) -> None:
     """Add the sandbox's commands to `amivono` (argparse sub-parsers)."""
     p = sub.add_parser("asterisk", help="the sandbox's Asterisk instances")
@@ -59,3 +83,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_carrier_messages)
     p = carrier.add_parser("calls", help="every call the carrier answered or refused, as JSON")
     p.set_defaults(func=cmd_carrier_calls)
+    p = carrier.add_parser("reports", help="every delivery report the carrier sent, as JSON lines")
+    p.set_defaults(func=cmd_carrier_reports)
+    p = carrier.add_parser(
+        "send-sms", help="a phone sends an SMS to the gateway over the trunk (one JSON line)"
+    )
+    p.add_argument("sender", metavar="FROM", help="the phone's number, e.g. +46736265449")
+    p.add_argument("recipient", metavar="TO", help="the gateway's number it is sent to")
+    p.add_argument("text")
+    p.add_argument("--header", action="append", type=_header, default=[], metavar="NAME:VALUE",
+                   help="an extra SIP header on the MESSAGE (repeatable)")
+    p.set_defaults(func=cmd_carrier_send_sms)

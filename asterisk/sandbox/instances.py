@@ -92,6 +92,7 @@ def instance_values(name: str, settings: SandboxSettings, runtime: Runtime) -> d
     common = {
         "instance": name,
         "dir": f"{settings.run_dir}/{name}",
+        "sms_inbox": settings.sms_inbox or "/dev/null",
         "moddir": runtime.moddir(),
         "bind": settings.asterisk_bind,
         "ari_user": settings.ari_user,
@@ -166,7 +167,7 @@ class Instance:
         )
         # The carrier's dialplan appends to these logs (FILE() only appends to
         # a file that exists); they hold what the phones got since this start.
-        for log in ("sms-received.log", "calls.log"):
+        for log in ("sms-received.log", "calls.log", "reports-sent.log"):
             (self.dir / "spool" / log).write_text("")
 
     def cli(self, command: str, timeout: float = 10.0) -> str:
@@ -205,6 +206,8 @@ class Instance:
         self.runtime.mount_proc()
         if self.name == "gateway":
             self.runtime.share(self.settings.sounds_dir)
+            if self.settings.sms_inbox:
+                self.runtime.share(os.path.dirname(self.settings.sms_inbox))
         shutil.rmtree(self.dir / "run", ignore_errors=True)
         (self.dir / "run").mkdir(parents=True)
         subprocess.run(

@@ -15,10 +15,12 @@ import asyncio
 import logging
 import os
 import socket
+from typing import Any
 
 from prometheus_client import start_http_server
 
 from service import metrics
+from service.delivery.inbound_sms import InboundSms
 from service.delivery.queue_worker import QueueWorker, WorkerContext
 from service.delivery.sms_sends import SmsWorker
 from service.delivery.sms_transports import SmsTransport
@@ -62,14 +64,35 @@ class Dispatcher:
             for worker in workers:
                 worker.wake.set()
 
+        inbound = InboundSms(s, pool, self.ari, sms.wake.set)
+        handling: set[asyncio.Task[None]] = set()
+
+        def handled(task: asyncio.Task[None]) -> None:
+            handling.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("inbound SMS failed", exc_info=task.exception())
+
+        async def on_event(event: dict[str, Any]) -> None:
+            if event.get("type") == "TextMessageReceived":
+                # Its own task: a slow write must not hold up call events.
+                task = asyncio.create_task(inbound.on_event(event))
+                handling.add(task)
+                task.add_done_callback(handled)
+            else:
+                await voice.on_event(event)
+
+        async def on_connect() -> None:
+            await inbound.subscribe()
+            await voice.reconcile()
+
         listener = Listener(s.database_url, {
             CHANNEL: wake_all, CANCEL_CHANNEL: voice.cancel_requested})
         background_stop = asyncio.Event()
         background = [
             asyncio.create_task(self.ari.run_events(
-                voice.on_event, background_stop, on_connect=voice.reconcile)),
+                on_event, background_stop, on_connect=on_connect)),
             *(asyncio.create_task(t.run(background_stop)) for t in self.transports.values()),
-            asyncio.create_task(self._housekeeping(ctx, workers, listener, stop)),
+            asyncio.create_task(self._housekeeping(ctx, workers, inbound, listener, stop)),
         ]
         if s.metrics_port:
             start_http_server(s.metrics_port, addr="127.0.0.1")
@@ -80,6 +103,7 @@ class Dispatcher:
         finally:
             for worker in workers:
                 await worker.drain()
+            await asyncio.gather(*handling, return_exceptions=True)
             background_stop.set()
             stop.set()
             await asyncio.gather(*background, return_exceptions=True)
@@ -88,7 +112,8 @@ class Dispatcher:
             log.info("dispatcher %s stopped", self.name)
 
     async def _housekeeping(self, ctx: WorkerContext, workers: list[QueueWorker],
-                            listener: Listener, stop: asyncio.Event) -> None:
+                            inbound: InboundSms, listener: Listener,
+                            stop: asyncio.Event) -> None:
         while not stop.is_set():
             await listener.ensure()
             if self.settings.metrics_port:
@@ -98,6 +123,10 @@ class Dispatcher:
                     pass
             for worker in workers:
                 await worker.maintain()
+            try:
+                await inbound.replay_inbox()
+            except Exception:  # retried next second; housekeeping must go on
+                log.exception("inbox replay failed")
             try:
                 await asyncio.wait_for(stop.wait(), 1.0)
             except TimeoutError:

@@ -12,6 +12,7 @@ import time
 from service import metrics
 from service.delivery.queue_worker import Job, QueueWorker, WorkerContext
 from service.delivery.sms_transports import OutgoingSms, SendResult, SmsTransport
+from service.store import sms_messages
 from service.store.queries import queries
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,6 @@ class SmsWorker(QueueWorker):
                         "kind": "sms"})
         s = self.settings
         await self.record(
-            queries.sms_messages.finish_send, attempt_id=sms.attempt_id,
+            sms_messages.finish_send, attempt_id=sms.attempt_id,
             outcome=result.outcome, detail=result.detail, max_failures=s.sms_max_failures,
             minute_seconds=float(s.minute_seconds), retry_seconds=float(s.sms_retry_seconds))

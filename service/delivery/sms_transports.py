@@ -91,7 +91,9 @@ class AriPjsipTransport:
                 uri,
                 f"sip:{from_}@{self._host}",
                 sms.body,
-                {"X-Amivono-Message-Id": str(sms.message_id)},
+                # The carrier's delivery report names the attempt by X-Amivono-Ref.
+                {"X-Amivono-Message-Id": str(sms.message_id),
+                 "X-Amivono-Ref": str(sms.attempt_id)},
             )
         except AriError as exc:
             if exc.status is None:  # no answer: Asterisk may have taken it all the same

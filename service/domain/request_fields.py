@@ -7,6 +7,7 @@ from typing import Any
 
 from service.domain.phone_numbers import InvalidNumber, parse_e164
 from service.domain.refusals import FieldError, validation_failed
+from service.domain.statuses import FieldCode
 
 
 def require_object(resource: str, body: Any) -> dict[str, Any]:
@@ -36,6 +37,24 @@ def numbers(resource: str, body: dict[str, Any], errors: list[FieldError]) -> di
         except InvalidNumber as exc:
             errors.append(FieldError(resource, name, "invalid", f"{name} {exc}"))
     return out
+
+
+def not_owned(resource: str, number: str) -> FieldError:
+    """`from` under the `owned` sender policy (checked by the store, which knows)."""
+    return FieldError(resource, "from", FieldCode.NOT_OWNED,
+                      f"{number} is not one of this account's numbers (GET /numbers)")
+
+
+def bool_field(resource: str, body: dict[str, Any], name: str, default: bool,
+               errors: list[FieldError]) -> bool:
+    """An optional boolean field."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        errors.append(FieldError(resource, name, "invalid", f"{name} must be true or false"))
+        return default
+    return value
 
 
 def int_field(resource: str, body: dict[str, Any], name: str, low: int, high: int,

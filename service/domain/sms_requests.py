@@ -7,13 +7,13 @@ from typing import Any
 
 from service.domain import sms_text
 from service.domain.refusals import FieldError, validation_failed
-from service.domain.request_fields import int_field, require_object, unknown_fields
+from service.domain.request_fields import bool_field, int_field, require_object, unknown_fields
 from service.domain.request_fields import numbers as number_fields
 from service.domain.tracked_links import TOKEN_LENGTH, link_for
 from service.settings import Settings
 
 RESOURCE = "Sms"
-FIELDS = ("from", "to", "message", "repeat", "repeat_interval")
+FIELDS = ("from", "to", "message", "repeat", "repeat_interval", "stop_on_reply")
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class SmsRequest:
     repeat_total: int
     repeat_interval: int | None
     tracked: bool  # `repeat` was given: the message carries a tracked link
+    stop_on_reply: bool = True  # a reply from the phone ends the repeats
 
 
 def link_cost(settings: Settings, encoding: str) -> int:
@@ -41,6 +42,7 @@ def parse_sms_request(body: Any, settings: Settings) -> SmsRequest:
     repeat = int_field(RESOURCE, body, "repeat", 1, settings.max_repeat, errors)
     interval = int_field(RESOURCE, body, "repeat_interval", 1, settings.max_repeat_interval,
                          errors)
+    stop_on_reply = bool_field(RESOURCE, body, "stop_on_reply", True, errors)
     if interval is not None and repeat is None:
         errors.append(
             FieldError(RESOURCE, "repeat_interval", "invalid", "repeat_interval needs repeat")
@@ -86,4 +88,5 @@ def parse_sms_request(body: Any, settings: Settings) -> SmsRequest:
         repeat_total=repeat or 1,
         repeat_interval=interval,
         tracked=repeat is not None,
+        stop_on_reply=stop_on_reply,
     )

@@ -21,6 +21,8 @@ class SmsStatus(StrEnum):
     COMPLETED = "completed"  # every repeat was sent
     CLICKED = "clicked"      # the tracked link was opened: no more repeats
     CANCELED = "canceled"    # DELETE stopped the sends still to come
+    REPLIED = "replied"      # the phone answered: no more repeats
+    OPTED_OUT = "opted_out"  # the phone said STOP to the account: no more sends
     FAILED = "failed"        # too many consecutive failed attempts
 
 
@@ -34,6 +36,24 @@ class SmsAttemptOutcome(StrEnum):
     SENT = "sent"        # handed to the trunk (or modem)
     FAILED = "failed"    # the transport refused or errored: not sent
     UNKNOWN = "unknown"  # the lease ran out mid-send: it may have gone out
+
+
+class SmsDeliveryOutcome(StrEnum):
+    """What the carrier's report (or its absence) made of a sent attempt; shown
+    as the attempt's outcome over `sent` (the attempt row itself stays final)."""
+
+    DELIVERED = "delivered"      # stat:DELIVRD
+    UNDELIVERED = "undelivered"  # any other stat; the send is retried
+    EXPIRED = "expired"          # no report within AMIVONO_DLR_TIMEOUT
+
+
+class InboundKind(StrEnum):
+    """What an inbound SMS is (inbound_messages.kind)."""
+
+    REPLY = "reply"  # anything else: ends repeats from that number to the phone
+    STOP = "stop"    # opts the phone out of the account's SMS
+    START = "start"  # opts it back in
+    HELP = "help"    # asks for the help text
 
 
 class VoiceOutcome(StrEnum):
@@ -81,6 +101,8 @@ class FieldCode(StrEnum):
     TOO_LONG = "too_long"            # the SMS text does not fit one segment
     OUT_OF_RANGE = "out_of_range"    # an integer outside its bounds
     UNKNOWN_FIELD = "unknown_field"  # a field the resource does not take
+    NOT_OWNED = "not_owned"          # `from` is not one of the account's numbers
+    OPTED_OUT = "opted_out"          # `to` sent STOP to the account
 
 
 def values(enum: type[StrEnum]) -> list[str]:

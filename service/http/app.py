@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 from service.domain.refusals import Refused
-from service.http import docs_page, file_routes, openapi, sms_routes, voice_routes
+from service.http import docs_page, file_routes, inbound_routes, openapi, sms_routes, voice_routes
 from service.http.errors import handle_http_exception, handle_refused
 from service.http.json_io import JSON, authenticated
 from service.settings import Settings
@@ -132,7 +132,7 @@ def create_app(settings: Settings) -> Starlette:
             await app.state.ari.close()
             await app.state.pool.close()
 
-    sms, voice, files = sms_routes, voice_routes, file_routes
+    sms, voice, files, inbound = sms_routes, voice_routes, file_routes, inbound_routes
     one = "/messages/sms/{message_id:int}"
     one_voice = "/messages/voice/{message_id:int}"
     routes = [
@@ -144,6 +144,11 @@ def create_app(settings: Settings) -> Starlette:
         Route("/messages/voice", authenticated(voice.list_voice), methods=["GET"]),
         Route(one_voice, authenticated(voice.get_voice), methods=["GET"]),
         Route(one_voice, authenticated(voice.cancel_voice), methods=["DELETE"]),
+        Route("/messages/inbound", authenticated(inbound.list_inbound), methods=["GET"]),
+        Route("/messages/inbound/{message_id:int}", authenticated(inbound.get_inbound),
+              methods=["GET"]),
+        Route("/numbers", authenticated(inbound.list_numbers), methods=["GET"]),
+        Route("/opt-outs", authenticated(inbound.list_opt_outs), methods=["GET"]),
         Route("/files", authenticated(files.list_files), methods=["GET"]),
         Route("/files/{name}", authenticated(files.put_file), methods=["PUT"]),
         Route("/files/{name}", authenticated(files.get_file), methods=["GET"]),

@@ -89,10 +89,13 @@ def page_params(request: Request, resource: str) -> tuple[int, int]:
     return per_page, before
 
 
-def page_links(base: str, per_page: int, rows: list[Any]) -> str:
+def page_links(base: str, per_page: int, rows: list[Any], cursor: str = "before",
+               column: str = "id") -> str:
+    """`first`, and `next` when the page is full: `cursor` set to the last
+    row's `column` (keyset pagination)."""
     links = [f'<{base}?{urlencode({"per_page": per_page})}>; rel="first"']
     if len(rows) == per_page:
-        query = urlencode({"per_page": per_page, "before": rows[-1]["id"]})
+        query = urlencode({"per_page": per_page, cursor: rows[-1][column]})
         links.insert(0, f'<{base}?{query}>; rel="next"')
     return ", ".join(links)
 

@@ -24,7 +24,14 @@ from service.domain.json_schema import URL, Schema, anchored, enum, object_of
 from service.domain.statuses import FieldCode
 from service.http import file_routes, idempotency, json_io
 from service.settings import Settings
-from service.store import sms_messages, sound_files, voice_messages
+from service.store import (
+    account_numbers,
+    inbound_messages,
+    opt_outs,
+    sms_messages,
+    sound_files,
+    voice_messages,
+)
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
@@ -81,7 +88,8 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
             "required": ["resource", "field", "code", "message"],
             "additionalProperties": False,
             "properties": {
-                "resource": {"type": "string", "enum": ["Sms", "Voice", "File"],
+                "resource": {"type": "string",
+                             "enum": ["Sms", "Voice", "File", "Inbound", "OptOut"],
                              "description": "The resource the request was about."},
                 "field": {"type": "string", "description":
                           "The field, query parameter or header at fault; '(body)' when the"
@@ -139,6 +147,11 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                         f" {settings.default_repeat_interval} when `repeat` is given; only"
                         " allowed with `repeat`. Null is the same as leaving it out.",
                 },
+                "stop_on_reply": {
+                    "type": ["boolean", "null"],
+                    "description": "Whether an SMS from `to` to `from` ends the repeats"
+                                   " (status `replied`). Default true; null is the same as"
+                                   " leaving it out."},
             },
             # repeat_interval (not null) needs repeat (not null).
             "anyOf": [
@@ -189,6 +202,9 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                          "description": "Every call attempt, oldest first."},
         }),
         "SoundFile": object_of(file_routes.fields(settings)),
+        "PhoneNumber": object_of(account_numbers.FIELDS),
+        "OptOut": object_of(opt_outs.FIELDS),
+        "InboundMessage": object_of(inbound_messages.FIELDS),
         "Health": {
             "type": "object",
             "required": ["status"],
@@ -415,6 +431,58 @@ def _message_operations(kind: str, title: str, noun: str, request: str, item: st
     }
 
 
+def _inbound_operations() -> dict[str, dict[str, Any]]:
+    tag = "Two-way SMS"
+    noun = "an inbound SMS"
+    return {
+        "/messages/inbound": {"get": {
+            "operationId": "list_inbound", "tags": [tag],
+            "summary": "List SMS sent to the account's numbers, newest first",
+            "parameters": _page_params(),
+            "responses": {
+                "200": _ok("A page of inbound SMS.",
+                           {"type": "array", "items": _ref("InboundMessage")},
+                           headers={"Link": LINK_HEADER}),
+                **_auth_errors(),
+                "422": _validation("per_page or before is not an integer in range."),
+            },
+        }},
+        "/messages/inbound/{message_id}": {"get": {
+            "operationId": "get_inbound", "tags": [tag],
+            "summary": "Get an inbound SMS",
+            "parameters": [_message_id(noun)],
+            "responses": {"200": _ok("The inbound SMS.", _ref("InboundMessage")),
+                          **_auth_errors(), "404": NOT_FOUND},
+        }},
+        "/numbers": {"get": {
+            "operationId": "list_numbers", "tags": [tag],
+            "summary": "The account's numbers (senders it may use; where its SMS arrive)",
+            "description": "Numbers are given to accounts by the operator"
+                           " (`amivono numbers add ACCOUNT NUMBER`).",
+            "responses": {"200": _ok("Every number of the account, in order.",
+                                     {"type": "array", "items": _ref("PhoneNumber")}),
+                          **_auth_errors()},
+        }},
+        "/opt-outs": {"get": {
+            "operationId": "list_opt_outs", "tags": [tag],
+            "summary": "Phones that sent STOP to the account, by phone",
+            "parameters": [
+                _page_params()[0],
+                {"name": "after", "in": "query", "required": False,
+                 "description": "Only phones after this one (keyset pagination: take it"
+                                " from the `next` Link).",
+                 "schema": _e164("A phone number.")},
+            ],
+            "responses": {
+                "200": _ok("A page of opt-outs.", {"type": "array", "items": _ref("OptOut")},
+                           headers={"Link": LINK_HEADER}),
+                **_auth_errors(),
+                "422": _validation("per_page or after is not valid."),
+            },
+        }},
+    }
+
+
 def _file_operations(settings: Settings) -> dict[str, dict[str, Any]]:
     tag = "Sound files"
     name_invalid = _validation("The name is not 1 to 64 of A-Z a-z 0-9 . _ -.")
@@ -626,6 +694,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
     paths.update(_message_operations("voice", "Voice", "a voice message", "VoiceRequest",
                                      "VoiceMessage",
                                      "VoiceMessageWithAttempts", VOICE_CREATE_DOC))
+    paths.update(_inbound_operations())
     paths.update(_file_operations(settings))
     paths.update(_public_operations(settings))
     spec = {
@@ -649,7 +718,8 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         "servers": [{"url": settings.public_base_url.rstrip("/")}],
         "security": [{"bearerAuth": []}],
         "tags": [
-            {"name": "SMS messages"}, {"name": "Voice messages"}, {"name": "Sound files"},
+            {"name": "SMS messages"}, {"name": "Voice messages"}, {"name": "Two-way SMS"},
+            {"name": "Sound files"},
             {"name": "Tracked link"}, {"name": "Operations"}, {"name": "Documentation"},
         ],
         "paths": paths,

@@ -230,6 +230,38 @@ def cmd_messages_cancel(args: argparse.Namespace) -> None:
                          "nothing left to cancel")
 
 
+def cmd_numbers_add(args: argparse.Namespace) -> None:
+    _operate(lambda op: op.add_number(args.account, args.number))
+    print(f"{args.number}: {args.account}'s")
+
+
+def cmd_numbers_remove(args: argparse.Namespace) -> None:
+    if not _operate(lambda op: op.remove_number(args.account, args.number)):
+        raise SystemExit(f"{args.account} has no number {args.number}")
+    print(f"{args.number}: removed from {args.account}")
+
+
+def cmd_numbers_list(args: argparse.Namespace) -> None:
+    from service.operator.commands import emit
+
+    emit(_operate(lambda op: op.numbers(args.account)), args.json,
+         ["number", "account", "created_at"])
+
+
+def cmd_optouts_list(args: argparse.Namespace) -> None:
+    from service.operator.commands import emit
+
+    emit(_operate(lambda op: op.opt_outs(args.account)), args.json,
+         ["phone", "account", "inbound_id", "created_at"])
+
+
+def cmd_messages_inbound(args: argparse.Namespace) -> None:
+    from service.operator.commands import emit
+
+    emit(_operate(lambda op: op.inbound(args.account, args.unrouted, args.limit)), args.json,
+         ["id", "account", "from", "to", "kind", "received_at", "message"])
+
+
 def cmd_files_list(args: argparse.Namespace) -> None:
     from service.operator.commands import emit
 
@@ -331,6 +363,34 @@ def main(argv: list[str] | None = None) -> None:
         else:
             p.add_argument("id", type=int)
         p.set_defaults(func=func)
+
+    p = messages.add_parser("inbound", help="SMS sent to the accounts' numbers, newest first")
+    p.add_argument("--account")
+    p.add_argument("--unrouted", action="store_true",
+                   help="only those sent to a number no account owns")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_messages_inbound)
+
+    numbers = sub.add_parser("numbers", help="numbers owned by accounts").add_subparsers(
+        dest="numbers_command", required=True)
+    for name, func, helptext in (("add", cmd_numbers_add, "give NUMBER to ACCOUNT"),
+                                 ("remove", cmd_numbers_remove, "take NUMBER from ACCOUNT")):
+        p = numbers.add_parser(name, help=helptext)
+        p.add_argument("account")
+        p.add_argument("number")
+        p.set_defaults(func=func)
+    p = numbers.add_parser("list", help="every account's numbers, or one account's")
+    p.add_argument("--account")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_numbers_list)
+
+    optouts = sub.add_parser("optouts", help="phones that sent STOP").add_subparsers(
+        dest="optouts_command", required=True)
+    p = optouts.add_parser("list", help="every account's opt-outs, or one account's")
+    p.add_argument("--account")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_optouts_list)
 
     files = sub.add_parser("files", help="sound files").add_subparsers(
         dest="files_command", required=True)

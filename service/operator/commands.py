@@ -15,8 +15,9 @@ from typing import Any
 import asyncpg
 import httpx
 
+from service.domain.phone_numbers import InvalidNumber, parse_e164
 from service.settings import Settings
-from service.store import database
+from service.store import account_numbers, database, inbound_messages
 from service.store.message_kinds import KINDS
 from service.store.queries import queries
 from service.telephony.ari import AriClient, AriError
@@ -107,6 +108,38 @@ class Operator:
         async with self.pool.acquire() as conn:
             await KINDS[kind].cancel(conn, account_id, message_id)
         return await self.message(kind, message_id)
+
+    # --- numbers, opt-outs, inbound SMS ----------------------------------------
+
+    async def account_id(self, name: str) -> int:
+        found: int | None = await queries.accounts.id_by_name(self.pool, name=name)
+        if found is None:
+            raise SystemExit(f"no account {name!r} (amivono keys create {name})")
+        return found
+
+    async def add_number(self, account: str, number: str) -> None:
+        try:
+            await account_numbers.add(self.pool, await self.account_id(account),
+                                      parse_e164(number))
+        except (InvalidNumber, account_numbers.TakenNumber) as exc:
+            raise SystemExit(f"{number}: {exc}") from None
+
+    async def remove_number(self, account: str, number: str) -> bool:
+        return await account_numbers.remove(self.pool, await self.account_id(account), number)
+
+    async def numbers(self, account: str | None) -> list[dict[str, Any]]:
+        rows = await queries.phone_numbers.admin_list(self.pool, account=account)
+        return [dict(r) for r in rows]
+
+    async def opt_outs(self, account: str | None) -> list[dict[str, Any]]:
+        return [dict(r) for r in await queries.opt_outs.admin_list(self.pool, account=account)]
+
+    async def inbound(self, account: str | None, unrouted: bool,
+                      limit: int) -> list[dict[str, Any]]:
+        rows = await queries.inbound_messages.admin_list(
+            self.pool, account=account, unrouted=unrouted, limit=limit)
+        return [{"account": r["account"], **inbound_messages.render(r, self.settings)}
+                for r in rows]
 
     # --- files ----------------------------------------------------------------
 

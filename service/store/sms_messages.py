@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -17,8 +18,17 @@ from service.domain.json_schema import (
     enum,
     nullable,
 )
-from service.domain.sms_requests import SmsRequest
-from service.domain.statuses import SMS_ACTIVE, SmsAttemptOutcome, SmsStatus
+from service.domain.refusals import FieldError, validation_failed
+from service.domain.request_fields import not_owned
+from service.domain.sms_requests import RESOURCE, SmsRequest
+from service.domain.statuses import (
+    SMS_ACTIVE,
+    FieldCode,
+    SmsAttemptOutcome,
+    SmsDeliveryOutcome,
+    SmsStatus,
+    values,
+)
 from service.domain.timestamps import iso
 from service.domain.tracked_links import link_for, new_token
 from service.settings import Settings
@@ -33,17 +43,20 @@ def message_url(settings: Settings, message_id: int) -> str:
 
 
 async def create(
-    conn: asyncpg.Connection, account_id: int, req: SmsRequest, settings: Settings
+    conn: Executor, account_id: int, req: SmsRequest, settings: Settings,
+    *, ignore_opt_out: bool = False, any_sender: bool = False,
 ) -> dict[str, Any]:
-    """Store the message; return it as the API shows it (no attempts yet)."""
+    """Store the message; return it as the API shows it (no attempts yet).
+    Refused when `from` is not the account's (under the `owned` sender
+    policy) or `to` opted out of the account's SMS."""
     token = new_token() if req.tracked else None
     body = f"{req.text} {link_for(settings.link_base_url, token)}" if token else req.text
     measured = sms_text.measure(body)
+    checks = {"account_id": account_id, "from_number": req.from_number,
+              "to_number": req.to_number,
+              "any_sender": any_sender or settings.sender_policy == "any"}
     row = await queries.sms_messages.create(
-        conn,
-        account_id=account_id,
-        from_number=req.from_number,
-        to_number=req.to_number,
+        conn, **checks,
         text=req.text,
         body=body,
         encoding=measured.encoding,
@@ -51,7 +64,16 @@ async def create(
         repeat_total=req.repeat_total,
         repeat_interval=req.repeat_interval,
         link_token=token,
+        stop_on_reply=req.stop_on_reply,
+        ignore_opt_out=ignore_opt_out,
     )
+    if row is None:
+        if await queries.sms_messages.refusal(conn, **checks) == FieldCode.NOT_OWNED:
+            raise validation_failed([not_owned(RESOURCE, req.from_number)])
+        raise validation_failed([FieldError(
+            RESOURCE, "to", FieldCode.OPTED_OUT,
+            f"{req.to_number} opted out of this account's SMS (it sent STOP); "
+            "it opts back in by sending START")])
     return render(row, settings, [])
 
 
@@ -78,6 +100,17 @@ FIELDS: Fields = {
     "next_send_at": MAYBE_TIMESTAMP,
     "clicked_at": MAYBE_TIMESTAMP,
     "canceled_at": MAYBE_TIMESTAMP,
+    "stop_on_reply": {"type": "boolean",
+                      "description": "Whether a reply from the phone ends the repeats."},
+    "replied_at": MAYBE_TIMESTAMP,
+    "reply_id": {"type": ["integer", "null"], "minimum": 1,
+                 "description": "The inbound message that ended the repeats "
+                                "(GET /messages/inbound/<id>)."},
+    "opted_out_at": MAYBE_TIMESTAMP,
+    "delivered_count": {"type": "integer", "minimum": 0,
+                        "description": "Sends the carrier reported delivered."},
+    "delivered_at": {**MAYBE_TIMESTAMP,
+                     "description": "When the latest delivery report came."},
     "encoding": {"type": "string", "enum": [sms_text.GSM7, sms_text.UCS2]},
     "segments": {"type": "integer", "minimum": 1},
 }
@@ -90,12 +123,32 @@ ATTEMPT_FIELDS: Fields = {
     "transport": {"type": "string", "examples": ["ari-pjsip", "dongle-ami"]},
     "started_at": TIMESTAMP,
     "finished_at": MAYBE_TIMESTAMP,
-    "outcome": nullable(enum(
-        SmsAttemptOutcome,
-        description="sent: handed to the trunk; unknown: the dispatcher lost its lease"
-                    " mid-send, so it may have been sent; null while in progress.")),
+    "outcome": nullable({"type": "string",
+                         "enum": values(SmsAttemptOutcome) + values(SmsDeliveryOutcome),
+                         "description": "sent: handed to the trunk, no report yet; "
+                                        "delivered/undelivered: the carrier's report; "
+                                        "expired: no report within the DLR timeout; unknown:"
+                                        " the dispatcher lost its lease mid-send, so it may"
+                                        " have been sent; null while in progress."}),
     "detail": {"type": ["string", "null"]},
+    "error": {"type": ["string", "null"],
+              "description": "The carrier's error code from its report (err:)."},
+    "reported_at": MAYBE_TIMESTAMP,
 }
+
+
+def attempt_outcome(attempt: Any, settings: Settings) -> str | None:
+    """The carrier's report over the attempt's own outcome, or `expired` for
+    a send it never reported on within the DLR timeout."""
+    outcome: str | None = attempt["outcome"]
+    if attempt["report_stat"] is not None:
+        return (SmsDeliveryOutcome.DELIVERED if attempt["delivered"]
+                else SmsDeliveryOutcome.UNDELIVERED)
+    finished = attempt["finished_at"]
+    if (outcome == SmsAttemptOutcome.SENT and finished is not None
+            and datetime.now(UTC) - finished > timedelta(seconds=settings.dlr_timeout)):
+        return SmsDeliveryOutcome.EXPIRED
+    return outcome
 
 
 def render(
@@ -122,6 +175,12 @@ def render(
         "next_send_at": iso(row["next_send_at"]),
         "clicked_at": iso(row["clicked_at"]),
         "canceled_at": iso(row["canceled_at"]),
+        "stop_on_reply": row["stop_on_reply"],
+        "replied_at": iso(row["replied_at"]),
+        "reply_id": row["reply_id"],
+        "opted_out_at": iso(row["opted_out_at"]),
+        "delivered_count": row["delivered_count"],
+        "delivered_at": iso(row["delivered_at"]),
         "encoding": row["encoding"],
         "segments": row["segments"],
     }
@@ -134,12 +193,23 @@ def render(
                 "transport": a["transport"],
                 "started_at": iso(a["started_at"]),
                 "finished_at": iso(a["finished_at"]),
-                "outcome": a["outcome"],
+                "outcome": attempt_outcome(a, settings),
                 "detail": a["detail"],
+                "error": a["report_error"],
+                "reported_at": iso(a["reported_at"]),
             }
             for a in attempts
         ]
     return out
+
+
+async def finish_send(pool: asyncpg.Pool, **params: Any) -> asyncpg.Record | None:
+    """Record an attempt's outcome and schedule what comes next (see
+    sql/sms_messages.sql), serialized with its delivery report."""
+    async with pool.acquire() as conn, conn.transaction():
+        await queries.sms_messages.lock_for_attempt(conn, attempt_id=params["attempt_id"])
+        row: asyncpg.Record | None = await queries.sms_messages.finish_send(conn, **params)
+        return row
 
 
 async def cancel(conn: Executor, account_id: int, message_id: int) -> None:

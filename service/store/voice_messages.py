@@ -19,6 +19,7 @@ from service.domain.json_schema import (
     nullable,
 )
 from service.domain.refusals import FieldError, validation_failed
+from service.domain.request_fields import not_owned
 from service.domain.statuses import FieldCode, VoiceAttemptOutcome, VoiceOutcome, VoiceStatus
 from service.domain.timestamps import iso
 from service.domain.voice_requests import RESOURCE, VoiceRequest
@@ -38,10 +39,14 @@ async def create(conn: asyncpg.Connection, account_id: int, req: VoiceRequest,
                  settings: Settings) -> dict[str, Any]:
     """Store the message; return it as the API shows it (no attempts yet).
     Refused when the account has no file of that name."""
+    checks = {"account_id": account_id, "from_number": req.from_number,
+              "any_sender": settings.sender_policy == "any"}
     row = await queries.voice_messages.create(
-        conn, account_id=account_id, from_number=req.from_number, to_number=req.to_number,
-        file_name=req.file_name, retries=req.retries, retry_interval=req.retry_interval)
+        conn, **checks, to_number=req.to_number, file_name=req.file_name,
+        retries=req.retries, retry_interval=req.retry_interval)
     if row is None:
+        if await queries.voice_messages.refusal(conn, **checks) == FieldCode.NOT_OWNED:
+            raise validation_failed([not_owned(RESOURCE, req.from_number)])
         raise validation_failed([FieldError(
             RESOURCE, "file", FieldCode.INVALID,
             f"no uploaded file named {req.file_name!r}: PUT /files/{req.file_name} first")])

@@ -98,6 +98,12 @@ class AriClient:
     async def set_global(self, name: str, value: str) -> None:
         await self.request("POST", "/asterisk/variable", params={"variable": name, "value": value})
 
+    async def subscribe(self, event_source: str) -> None:
+        """Have this app's WebSocket receive a source's events, e.g.
+        `endpoint:PJSIP/carrier` for the SMS the trunk delivers."""
+        await self.request("POST", f"/applications/{self.app}/subscription",
+                           params={"eventSource": event_source})
+
     async def info(self) -> Any:
         return await self.request("GET", "/asterisk/info")
 

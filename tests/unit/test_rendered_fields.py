@@ -76,6 +76,12 @@ def sms_row(status: SmsStatus) -> dict[str, Any]:
         "clicked_at": at(9, status == SmsStatus.CLICKED),
         "canceled_at": at(9, status == SmsStatus.CANCELED),
         "failed_at": at(9, status == SmsStatus.FAILED),
+        "stop_on_reply": True,
+        "replied_at": at(9, status == SmsStatus.REPLIED),
+        "reply_id": 3 if status == SmsStatus.REPLIED else None,
+        "opted_out_at": at(9, status == SmsStatus.OPTED_OUT),
+        "delivered_count": 1 if sent else 0,
+        "delivered_at": at(6, sent > 0),
         "due_at": at(60, status in SMS_ACTIVE),
         "lease_attempt_id": 5 if status == SmsStatus.SENDING else None,
         "created_at": T0, "updated_at": at(9),
@@ -87,11 +93,18 @@ def sms_row(status: SmsStatus) -> dict[str, Any]:
 def sms_attempts() -> list[dict[str, Any]]:
     done = [{"id": n, "send_number": n, "dispatcher": "d1", "transport": "ari-pjsip",
              "started_at": at(n), "finished_at": at(n + 0.5), "outcome": str(outcome),
-             "detail": "handed to Asterisk"}
+             "detail": "handed to Asterisk", "delivered": None, "report_stat": None,
+             "report_error": None, "reported_at": None}
             for n, outcome in enumerate(SmsAttemptOutcome, 1)]
+    # The carrier's reports: delivered, and undelivered with its error.
+    reported = [{**done[0], "id": 7, "delivered": ok, "report_stat": stat,
+                 "report_error": err, "reported_at": at(7)}
+                for ok, stat, err in ((True, "DELIVRD", "000"), (False, "UNDELIV", "001"))]
     in_flight = {"id": 9, "send_number": 4, "dispatcher": "d1", "transport": "dongle-ami",
-                 "started_at": at(9), "finished_at": None, "outcome": None, "detail": None}
-    return [*done, in_flight]
+                 "started_at": at(9), "finished_at": None, "outcome": None, "detail": None,
+                 "delivered": None, "report_stat": None, "report_error": None,
+                 "reported_at": None}
+    return [*done, *reported, in_flight]
 
 
 @pytest.mark.parametrize("status", list(SmsStatus))

@@ -3,15 +3,32 @@
 -- name: create^
 -- Returns the new row as sms_message_view shows it: a row just inserted is
 -- 'queued' and due now (by the view's definition), so the API answers from
--- this one statement.
+-- this one statement. No row when the sender is not the account's own
+-- (unless :any_sender) or the phone opted out of the account's SMS (unless
+-- :ignore_opt_out, for the opt-out's own confirmation); `refusal` says which.
 WITH ins AS (
     INSERT INTO sms_messages (account_id, from_number, to_number, text, body, encoding,
-                              segments, repeat_total, repeat_interval, link_token, due_at)
-    VALUES (:account_id, :from_number, :to_number, :text, :body, :encoding,
-            :segments, :repeat_total, :repeat_interval, :link_token, now())
+                              segments, repeat_total, repeat_interval, link_token,
+                              stop_on_reply, due_at)
+    SELECT :account_id, :from_number, :to_number, :text, :body, :encoding,
+           :segments, :repeat_total, :repeat_interval, :link_token, :stop_on_reply, now()
+    WHERE (:any_sender OR EXISTS (
+               SELECT 1 FROM phone_numbers
+               WHERE number = :from_number AND account_id = :account_id))
+      AND (:ignore_opt_out OR NOT EXISTS (
+               SELECT 1 FROM opt_outs WHERE account_id = :account_id AND phone = :to_number))
     RETURNING *
 )
 SELECT ins.*, 'queued'::text AS status, ins.due_at AS next_send_at FROM ins;
+
+-- name: refusal$
+-- Why create inserted nothing: 'not_owned' (the sender) or 'opted_out' (the phone).
+SELECT CASE
+    WHEN NOT (:any_sender OR EXISTS (
+             SELECT 1 FROM phone_numbers
+             WHERE number = :from_number AND account_id = :account_id)) THEN 'not_owned'
+    ELSE 'opted_out'
+END;
 
 -- name: get^
 SELECT * FROM sms_message_view WHERE id = :id AND account_id = :account_id;
@@ -30,8 +47,7 @@ UPDATE sms_messages
 SET canceled_at = now(), updated_at = now(),
     due_at = CASE WHEN lease_attempt_id IS NULL THEN NULL ELSE due_at END
 WHERE id = :id AND account_id = :account_id
-  AND canceled_at IS NULL AND clicked_at IS NULL AND failed_at IS NULL
-  AND sent_count < repeat_total
+  AND NOT halted AND sent_count < repeat_total
 RETURNING id;
 
 -- name: record_click^
@@ -51,12 +67,11 @@ SELECT 1 FROM sms_messages WHERE link_token = :token;
 -- locked by another dispatcher's claim are skipped, never waited for. A row
 -- whose previous lease ran out closes that attempt as 'unknown' (the SMS may
 -- have gone out) before it is sent again. Rows stopped meanwhile (canceled,
--- clicked) just leave the queue: they come back with attempt_id NULL.
+-- clicked, replied, opted out) just leave the queue: they come back with attempt_id NULL.
 WITH due AS (
     -- Only messages whose transport (the account's, or :transport) is up on
     -- this dispatcher (:ready): the others wait instead of failing.
-    SELECT m.id, m.account_id, m.lease_attempt_id, m.sent_count, m.repeat_total,
-           m.canceled_at, m.clicked_at, m.failed_at
+    SELECT m.id, m.account_id, m.lease_attempt_id, m.sent_count, m.repeat_total, m.halted
     FROM sms_messages m JOIN accounts a ON a.id = m.account_id
     WHERE m.due_at <= now() AND coalesce(a.sms_transport, :transport) = ANY(:ready::text[])
     ORDER BY m.due_at
@@ -76,8 +91,7 @@ attempts AS (
     INSERT INTO sms_attempts (message_id, send_number, dispatcher, transport)
     SELECT due.id, due.sent_count + 1, :dispatcher, coalesce(a.sms_transport, :transport)
     FROM due JOIN accounts a ON a.id = due.account_id
-    WHERE due.canceled_at IS NULL AND due.clicked_at IS NULL AND due.failed_at IS NULL
-      AND due.sent_count < due.repeat_total
+    WHERE NOT due.halted AND due.sent_count < due.repeat_total
     RETURNING id, message_id, send_number, transport
 )
 UPDATE sms_messages m
@@ -90,36 +104,92 @@ WHERE m.id = due.id
 RETURNING m.id, m.account_id, m.from_number, m.to_number, m.body,
           attempts.id AS attempt_id, attempts.send_number, attempts.transport;
 
+-- name: lock_for_attempt$
+-- Taken first, in the same transaction, by finish_send and record_report:
+-- each then runs with a snapshot that holds the other's work, so a report
+-- that comes while its send is being recorded is never missed by both.
+SELECT m.id FROM sms_messages m JOIN sms_attempts a ON a.message_id = m.id
+WHERE a.id = :attempt_id
+FOR UPDATE OF m;
+
 -- name: finish_send^
 -- Records the outcome of an attempt and schedules what comes next: the next
 -- repeat after repeat_interval (minutes of :minute_seconds each), a retry
 -- with backoff after a failure, or nothing. A dispatcher whose lease was
 -- taken over only closes its attempt: the message belongs to the new holder.
+-- A send the carrier already reported undelivered (the report came first)
+-- counts as failed, as record_report would have made it.
 WITH finished AS (
     UPDATE sms_attempts
     SET finished_at = clock_timestamp(), outcome = :outcome, detail = :detail
     WHERE id = :attempt_id AND finished_at IS NULL
     RETURNING id, message_id, outcome
+),
+f AS (
+    SELECT finished.id, finished.message_id, finished.outcome,
+           finished.outcome = 'sent' AND NOT EXISTS (
+               SELECT 1 FROM sms_delivery_reports r
+               WHERE r.attempt_id = finished.id AND NOT r.delivered) AS ok
+    FROM finished
 )
 UPDATE sms_messages m
-SET sent_count = m.sent_count + (f.outcome = 'sent')::int,
+SET sent_count = m.sent_count + f.ok::int,
     last_sent_at = CASE WHEN f.outcome = 'sent' THEN now() ELSE m.last_sent_at END,
-    failures = CASE WHEN f.outcome = 'sent' THEN 0 ELSE m.failures + 1 END,
-    failed_at = CASE WHEN f.outcome <> 'sent' AND m.failures + 1 >= :max_failures
+    failures = CASE WHEN f.ok THEN 0 ELSE m.failures + 1 END,
+    failed_at = CASE WHEN NOT f.ok AND m.failures + 1 >= :max_failures
                      THEN now() ELSE m.failed_at END,
     lease_attempt_id = NULL,
     due_at = CASE
-        WHEN m.canceled_at IS NOT NULL OR m.clicked_at IS NOT NULL THEN NULL
-        WHEN f.outcome = 'sent' AND m.sent_count + 1 >= m.repeat_total THEN NULL
-        WHEN f.outcome = 'sent'
+        WHEN m.halted THEN NULL
+        WHEN f.ok AND m.sent_count + 1 >= m.repeat_total THEN NULL
+        WHEN f.ok
             THEN now() + make_interval(secs => m.repeat_interval * :minute_seconds)
         WHEN m.failures + 1 >= :max_failures THEN NULL
         ELSE now() + make_interval(secs => least(300, :retry_seconds * power(2, m.failures)))
     END,
     updated_at = now()
-FROM finished f
+FROM f
 WHERE m.id = f.message_id AND m.lease_attempt_id = f.id
 RETURNING m.id, m.due_at;
+
+-- name: record_report^
+-- The carrier's receipt for an attempt, kept once however often it comes. A
+-- delivered send counts in delivered_count; an undelivered one is retried
+-- like a failed send: if its attempt is already finished as sent, the send
+-- is uncounted and due again after the backoff (unless another send of the
+-- message is in flight, whose finish_send then schedules from the corrected
+-- count); if the attempt is still open, finish_send sees the report. No row
+-- for a duplicate or for a reference that names no attempt.
+WITH attempt AS (
+    SELECT a.id, a.message_id, a.outcome FROM sms_attempts a WHERE a.id = :attempt_id
+),
+ins AS (
+    INSERT INTO sms_delivery_reports (attempt_id, delivered, stat, error, receipt)
+    SELECT attempt.id, :delivered, :stat, :error, :receipt FROM attempt
+    ON CONFLICT (attempt_id) DO NOTHING
+    RETURNING attempt_id, delivered
+),
+r AS (
+    SELECT ins.attempt_id, ins.delivered, attempt.message_id,
+           NOT ins.delivered AND attempt.outcome IS NOT DISTINCT FROM 'sent' AS uncount
+    FROM ins JOIN attempt ON attempt.id = ins.attempt_id
+)
+UPDATE sms_messages m
+SET delivered_count = m.delivered_count + r.delivered::int,
+    delivered_at = CASE WHEN r.delivered THEN now() ELSE m.delivered_at END,
+    sent_count = m.sent_count - (r.uncount AND NOT m.halted)::int,
+    failures = m.failures + (r.uncount AND NOT m.halted)::int,
+    failed_at = CASE WHEN r.uncount AND NOT m.halted AND m.failures + 1 >= :max_failures
+                     THEN now() ELSE m.failed_at END,
+    due_at = CASE
+        WHEN NOT r.uncount OR m.halted OR m.lease_attempt_id IS NOT NULL THEN m.due_at
+        WHEN m.failures + 1 >= :max_failures THEN NULL
+        ELSE now() + make_interval(secs => least(300, :retry_seconds * power(2, m.failures)))
+    END,
+    updated_at = now()
+FROM r
+WHERE m.id = r.message_id
+RETURNING m.id, m.account_id, r.attempt_id, r.delivered, m.due_at;
 
 -- name: seconds_until_due$
 -- How long the dispatcher may sleep: until the next due send or lease expiry.

@@ -1,0 +1,185 @@
+"""SMS the trunk delivers to the gateway: replies, STOP/START/HELP, and the
+carrier's delivery reports, taken over ARI.
+
+Asterisk answers the carrier 202 before any handler runs, so the gateway's
+dialplan first appends every inbound MESSAGE to an inbox file, which the
+dispatchers replay (`replay_inbox`): what came while none listened is stored
+when one is back. For speed, every dispatcher also subscribes its Stasis app
+to the trunk's endpoint after each (re)connection and hears each MESSAGE at
+once (`TextMessageReceived`). Storage is keyed by the SIP request (Call-ID and
+CSeq) and reports by their attempt, so hearing one twice, or from both paths,
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from service import metrics
+from service.domain.delivery_receipts import NotAReceipt, parse_receipt
+from service.domain.phone_numbers import InvalidNumber, parse_e164
+from service.settings import Settings
+from service.store import inbound_messages
+from service.store.database import OUTAGE
+from service.store.queries import queries
+from service.telephony.ari import AriClient, AriError
+
+log = logging.getLogger(__name__)
+
+REPORT_HEADER = "x-delivery-report"
+INBOX_READ_BYTES = 1 << 20  # per replay step
+_SIP_USER = re.compile(r"(?:sips?|pjsip):([^@;>]+)", re.IGNORECASE)
+
+
+def sip_user(uri: str) -> str:
+    """The user part of a SIP URI as Asterisk writes it in a message's
+    from/to ('"x" <sip:+4670@host>', 'pjsip:+4673@host')."""
+    match = _SIP_USER.search(uri)
+    return match.group(1) if match else uri
+
+
+def header(variables: dict[str, str], name: str) -> str | None:
+    """A SIP header of the MESSAGE (Asterisk passes them as variables)."""
+    for key, value in variables.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+class InboundSms:
+    def __init__(self, settings: Settings, pool: Any, ari: AriClient,
+                 wake_sms: Callable[[], None]) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.ari = ari
+        self.wake_sms = wake_sms  # an answer (STOP confirmation, HELP) is due now
+
+    async def subscribe(self) -> None:
+        """After every ARI (re)connection: hear what the trunk delivers."""
+        source = f"endpoint:PJSIP/{self.settings.trunk_endpoint}"
+        try:
+            await self.ari.subscribe(source)
+            log.info("inbound SMS: subscribed to %s", source)
+        except AriError as exc:
+            log.error("inbound SMS: cannot subscribe to %s: %s", source, exc)
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") != "TextMessageReceived":
+            return
+        message = event.get("message") or {}
+        variables = message.get("variables") or {}
+        await self.handle(str(message.get("from") or ""), str(message.get("to") or ""),
+                          str(message.get("body") or ""), header(variables, "call-id"),
+                          header(variables, "cseq"), header(variables, REPORT_HEADER))
+
+    async def replay_inbox(self) -> None:
+        """Store what the gateway's inbox file holds past the recorded offset
+        (what came while no dispatcher listened, or what ARI dropped)."""
+        path = self.settings.sms_inbox
+        if not path:
+            return
+        try:
+            with open(path, "rb") as f:  # noqa: ASYNC230 (a local file, read in small steps)
+                inode = os.fstat(f.fileno()).st_ino
+                at = await queries.inbox_offsets.get(self.pool, path=path)
+                start = at["offset"] if at is not None and at["inode"] == inode else 0
+                if os.fstat(f.fileno()).st_size < start:
+                    start = 0  # truncated in place
+                f.seek(start)
+                chunk = f.read(INBOX_READ_BYTES)
+        except FileNotFoundError:
+            return
+        end = chunk.rfind(b"\n") + 1  # whole lines only: Asterisk may be mid-write
+        for line in chunk[:end].splitlines():
+            fields = line.split(b"|")
+            if len(fields) != 7:
+                log.warning("inbox: a line that is not ours skipped: %r", line[:80])
+                continue
+            frm, to, body, call_id, cseq, report = (
+                base64.b64decode(x).decode("utf-8", "replace") for x in fields[1:])
+            await self.handle(frm, to, body, call_id or None, cseq, report)
+        if end:
+            await queries.inbox_offsets.advance(self.pool, path=path, inode=inode,
+                                                offset=start + end)
+
+    async def handle(self, frm: str, to: str, body: str, call_id: str | None,
+                     cseq: str | None, report: str | None) -> None:
+        # Without a Call-ID nothing can tell a resend from a new message.
+        sip_key = f"{call_id}/{cseq}" if call_id else f"no-call-id/{uuid.uuid4()}"
+        if (report or "").lower() in ("yes", "1", "true"):
+            await self._report(body, sip_key)
+            return
+        try:
+            phone = parse_e164(sip_user(frm))
+            number = parse_e164(sip_user(to))
+        except InvalidNumber as exc:
+            log.warning("inbound SMS with an unusable number dropped: %s (%s)", exc, sip_key)
+            return
+        await self._inbound(phone, number, body, sip_key)
+
+    async def _inbound(self, phone: str, number: str, body: str, sip_key: str) -> None:
+        stored = await self._write(lambda: inbound_messages.record(
+            self.pool, from_number=phone, to_number=number, body=body, sip_key=sip_key,
+            settings=self.settings))
+        if stored is None:
+            log.info("inbound SMS %s already stored", sip_key)
+            return
+        metrics.INBOUND.labels(stored.kind, "yes" if stored.account_id else "no").inc()
+        if stored.account_id is None:
+            line = f"inbound SMS {stored.id} from {phone} to {number}: no account owns {number}"
+        else:
+            line = (f"inbound SMS {stored.id} from {phone} to {number}: {stored.kind}; "
+                    f"stopped {', '.join(map(str, stored.affected)) or 'nothing'}")
+            if stored.answer_id is not None:
+                line += f"; answered with message {stored.answer_id}"
+                self.wake_sms()
+        log.info(line, extra={"inbound_id": stored.id, "kind": "inbound"})
+        await self._console("AMIVONO_INBOUND", line)
+
+    async def _report(self, body: str, sip_key: str) -> None:
+        try:
+            receipt = parse_receipt(body)
+        except NotAReceipt as exc:
+            metrics.REPORTS.labels("malformed").inc()
+            log.warning("delivery report dropped: %s (%s)", exc, sip_key)
+            return
+        row = await self._write(lambda: inbound_messages.record_report(
+            self.pool, receipt, body, self.settings))
+        if row is None:
+            metrics.REPORTS.labels("duplicate or unmatched").inc()
+            log.info("delivery report for attempt %s: duplicate or no such attempt",
+                     receipt.ref)
+            return
+        result = "delivered" if receipt.delivered else "undelivered"
+        metrics.REPORTS.labels(result).inc()
+        line = (f"report for message {row['id']} attempt {receipt.ref}: {result} "
+                f"(stat {receipt.stat}, err {receipt.error})")
+        log.info(line, extra={"message_id": row["id"], "attempt_id": receipt.ref,
+                              "kind": "sms"})
+        if not receipt.delivered:
+            self.wake_sms()  # the retry may be due
+        await self._console("AMIVONO_REPORT", line)
+
+    async def _write(self, write: Callable[[], Any]) -> Any:
+        """Through short database outages: the carrier was already answered."""
+        for delay in (0.0, 0.5, 2.0, 5.0, 10.0):
+            await asyncio.sleep(delay)
+            try:
+                return await write()
+            except OUTAGE as exc:
+                log.warning("inbound SMS: writing failed: %s", exc)
+        raise RuntimeError("inbound SMS: the database stayed away; this one is lost")
+
+    async def _console(self, variable: str, line: str) -> None:
+        # One readable line on the gateway console, as for outbound sends.
+        try:
+            await self.ari.set_global(variable, line)
+        except AriError as exc:
+            log.debug("console line failed: %s", exc)
