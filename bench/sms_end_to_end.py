@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import sys
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -46,6 +49,50 @@ from stack import (
 )
 
 CONCURRENCY = 32
+
+
+class BlackHole:
+    """A webhook endpoint that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def subscribe(key: str, url: str) -> int:
+    request = urllib.request.Request(  # noqa: S310 (the bench's own API on loopback)
+        f"{API}/webhooks", data=json.dumps({"url": url, "events": ["sms.sent"]}).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+        hook_id: int = json.loads(response.read())["id"]
+        return hook_id
+
+
+def unsubscribe(key: str, hook_id: int) -> None:
+    request = urllib.request.Request(  # noqa: S310 (the bench's own API on loopback)
+        f"{API}/webhooks/{hook_id}", method="DELETE",
+        headers={"Authorization": f"Bearer {key}"})
+    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 (loopback)
 
 
 @dataclass
@@ -182,6 +229,15 @@ def main() -> None:
         a_paced = amivono_phase("paced", key, paced_count, args.paced_rate, received, pids)
         received = carrier_count()
         a_burst = amivono_phase("burst", key, args.burst, 0.0, received, pids)
+        # The same burst with a webhook endpoint that never answers subscribed
+        # to every send: its deliveries hang 15 s each and must not slow sends.
+        hole = BlackHole()
+        stack.callback(hole.close)
+        hook_id = subscribe(key, hole.url)
+        received = carrier_count()
+        a_hole = amivono_phase("burst-blackhole", key, args.burst, 0.0, received, pids)
+        unsubscribe(key, hook_id)
+        hole.close()
         a_burst2 = None
         if not args.no_second_dispatcher:
             d2 = start_dispatcher("bench-d2")
@@ -203,6 +259,8 @@ def main() -> None:
 
     rows = [("driver", f"{CONCURRENCY} keep-alive HTTP/1.1 connections (bench/load.py drive)")]
     rows += phase_rows(f"Amivono burst of {args.burst}, 1 dispatcher", a_burst)
+    rows += phase_rows(f"Amivono burst of {args.burst}, 1 dispatcher, black-hole webhook",
+                       a_hole)
     if a_burst2 is not None:
         rows += phase_rows(f"Amivono burst of {args.burst}, 2 dispatchers", a_burst2)
     rows += phase_rows(f"Amivono paced {args.paced_rate:.0f}/s x {args.paced_seconds:.0f} s",
@@ -211,6 +269,8 @@ def main() -> None:
     rows += phase_rows(f"Kannel paced {args.paced_rate:.0f}/s x {args.paced_seconds:.0f} s",
                        k_paced)
     rows += [
+        ("RATIO with/without a black-hole webhook (burst, 1 dispatcher)",
+         ratio(a_hole.sustained, a_burst.sustained)),
         ("RATIO Amivono/Kannel delivered/s (burst, 1 dispatcher)",
          ratio(a_burst.sustained, k_burst.sustained)),
     ]

@@ -52,6 +52,8 @@ BENCH_ENV = {
     "AMIVONO_RUN_DIR": "/srv/amivono-bench",
     "AMIVONO_SOUNDS_DIR": "/var/lib/amivono/sounds-bench",
     "AMIVONO_SMS_INBOX": "/var/lib/amivono/inbox-bench/sms-inbox.log",
+    # The black-hole webhook of bench/sms_end_to_end.py listens on loopback.
+    "AMIVONO_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
 }
 os.environ.update(BENCH_ENV)
 # `service` and `sandbox` (asterisk/sandbox), also without the editable install.

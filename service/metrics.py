@@ -34,6 +34,12 @@ INBOUND = Counter("amivono_inbound_sms_total", "Inbound SMS stored, by kind and 
 REPORTS = Counter("amivono_delivery_reports_total",
                   "Carrier delivery reports by result (delivered, undelivered, duplicate, "
                   "unmatched, malformed)", ["result"])
+WEBHOOK_DELIVERIES = Counter("amivono_webhook_deliveries_total",
+                             "Webhook delivery attempts by outcome (succeeded, retrying, "
+                             "failed)", ["outcome"])
+WEBHOOK_PENDING = Gauge("amivono_webhook_pending", "Webhook deliveries not yet made")
+WEBHOOK_OLDEST = Gauge("amivono_webhook_oldest_pending_seconds",
+                       "Age of the oldest webhook delivery not yet made")
 QUEUE = Gauge("amivono_queue_depth", "Work in the queue (whole database)", ["kind", "state"])
 IN_FLIGHT_ATTEMPTS = Gauge("amivono_attempts_in_flight",
                            "Attempts started and not finished (all dispatchers)", ["kind"])
@@ -44,6 +50,9 @@ async def refresh_queue(pool: asyncpg.Pool) -> None:
         QUEUE.labels(row["kind"], row["state"]).set(row["count"])
         if row["state"] == "in_flight":
             IN_FLIGHT_ATTEMPTS.labels(row["kind"]).set(row["count"])
+    webhooks = await queries.webhook_deliveries.pending_stats(pool)
+    WEBHOOK_PENDING.set(webhooks["pending"])
+    WEBHOOK_OLDEST.set(webhooks["oldest_seconds"])
 
 
 def exposition() -> tuple[bytes, str]:

@@ -90,6 +90,29 @@ class Settings:
         metadata={"doc": "Seconds after a send with no carrier report before its attempt "
                          "shows `expired` (48 h)."},
     )
+    # --- webhooks -----------------------------------------------------------
+    webhook_allowed_networks: str = field(
+        default="",
+        metadata={"doc": "Networks webhook URLs may point into although they are loopback, "
+                         "private, link-local or otherwise internal (comma-separated CIDRs, "
+                         "e.g. 127.0.0.0/8 for local tests). Empty: public addresses only."},
+    )
+    webhook_retry_scale: float = field(
+        default=1.0,
+        metadata={"doc": "Multiplies the retry schedule (at once, 5 s, 5 min, 30 min, 2 h, "
+                         "5 h, 10 h, 10 h); tests shorten it."},
+    )
+    webhook_disable_after: float = field(
+        default=432000.0,
+        metadata={"doc": "Seconds an endpoint may fail every delivery before it is "
+                         "disabled (5 days)."},
+    )
+    webhook_concurrency: int = field(
+        default=16, metadata={"doc": "Webhook deliveries in flight per dispatcher."}
+    )
+    webhook_per_endpoint: int = field(
+        default=4, metadata={"doc": "Webhook deliveries in flight per endpoint and dispatcher."}
+    )
     # --- dispatcher --------------------------------------------------------
     minute_seconds: float = field(
         default=60.0,

@@ -39,6 +39,9 @@ TEST_ENV = {
     # Most tests send from numbers no account owns; tests/test_two_way_sms.py
     # runs its own API under the default policy, `owned`.
     "AMIVONO_SENDER_POLICY": "any",
+    # Webhook receivers run on loopback; retries come in milliseconds, not hours.
+    "AMIVONO_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    "AMIVONO_WEBHOOK_RETRY_SCALE": "0.002",
 }
 os.environ.update(TEST_ENV)
 
@@ -49,6 +52,8 @@ from sandbox.processes import wait_for as wait_for  # noqa: E402  (tests import 
 from sandbox.processes import wait_healthy as wait_healthy  # noqa: E402
 from sandbox.settings import SandboxSettings  # noqa: E402
 from service.store.api_keys import create_key  # noqa: E402  (settings read the environment above)
+
+from .webhook_receiver import Receiver  # noqa: E402
 
 API = f"http://127.0.0.1:{TEST_ENV['AMIVONO_API_PORT']}"
 LOG_DIR = Path(os.environ.get("AMIVONO_TEST_LOGS", f"/tmp/amivono-test-logs{SLOT or ''}"))
@@ -143,3 +148,12 @@ async def dispatcher(db: str, sandbox: dict[str, Instance]) -> AsyncIterator[pro
     proc = start_dispatcher(f"d-{os.getpid()}-{time.time_ns()}")
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real HTTP endpoint on loopback for webhook deliveries."""
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()

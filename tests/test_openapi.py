@@ -79,7 +79,8 @@ async def test_every_route_is_in_the_document_and_nothing_else(client, settings)
     assert spec["openapi"] == "3.1.0"
     documented = {(method.upper(), path)
                   for path, item in spec["paths"].items()
-                  for method in item if method in ("get", "head", "post", "put", "delete")}
+                  for method in item
+                  if method in ("get", "head", "post", "put", "patch", "delete")}
     routes = route_operations(settings)
     assert all(isinstance(r, Route) for r in create_app(settings).routes)
     # Starlette answers HEAD on every GET route by itself; only the tracked link's
@@ -128,6 +129,10 @@ RULES_BEYOND_THE_SCHEMA: dict[tuple[str, str], tuple[str, ...]] = {
     ("message", "invalid"): ("must not be empty", "contains NUL"),
     ("file", "invalid"): ("no uploaded file named",),
     ("Idempotency-Key", "invalid"): ("already used with a different request body",),
+    # A webhook URL's host must resolve, to a public address (or an allowed network).
+    ("url", "invalid"): ("does not resolve", "is not a public address",
+                         "must be http or https", "has no host", "not a valid URL",
+                         "must not carry credentials"),
 }
 # PUT /files: the body's schema is "bytes"; whether they are decodable audio of the
 # right length is for libsndfile to say (415 not audio, 422 unusable audio).
@@ -169,7 +174,8 @@ def not_a_server_error_but_not_ready(ctx, response, case) -> bool | None:
         raise
 
 
-SEMANTIC_OPERATIONS = {"POST /messages/sms", "POST /messages/voice", "PUT /files/{name}"}
+SEMANTIC_OPERATIONS = {"POST /messages/sms", "POST /messages/voice", "PUT /files/{name}",
+                       "POST /webhooks", "PATCH /webhooks/{endpoint_id}"}
 
 
 def check_options(label: str) -> dict[str, Any]:

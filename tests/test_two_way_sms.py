@@ -26,6 +26,7 @@ from service.store import account_numbers, inbound_messages
 from service.store.api_keys import create_key
 from service.store.queries import queries
 
+from .audio import tone
 from .conftest import LAUNCH, SLOT, TEST_ENV, start_dispatcher, wait_for
 from .sip_message import SipMessage
 
@@ -124,8 +125,11 @@ def carrier_got(carrier: Instance, to: str, text: str | None = None) -> list[dic
 
 async def test_from_not_owned_is_422_and_numbers_are_per_account(http, pool, sandbox):
     a, b = await make_account(pool), await make_account(pool)
+    # a has the file, so only the sender's ownership can refuse the call.
+    uploaded = await http.put("/files/beep.wav", content=tone(700, 0.5), headers=a.auth)
+    assert uploaded.status_code == 201, uploaded.text
     for path, extra in (("/messages/sms", {"message": "hi"}),
-                        ("/messages/voice", {"file": "nothing.wav"})):
+                        ("/messages/voice", {"file": "beep.wav"})):
         response = await http.post(path, json={"from": b.number, "to": number(), **extra},
                                    headers=a.auth)
         assert response.status_code == 422, response.text
@@ -142,12 +146,15 @@ async def test_from_not_owned_is_422_and_numbers_are_per_account(http, pool, san
 # --- inbound SMS -------------------------------------------------------------
 
 async def test_a_reply_ends_the_repeats(http, pool, carrier, gateway, dispatcher):
-    a = await make_account(pool)
+    a = await make_account(pool, number(), number())
     phone = number()
     console_log = gateway.dir / "log" / "messages.log"
     console_start = console_log.stat().st_size
     sms = await post_sms(http, a, phone, repeat=10, repeat_interval=1)
     keeps = await post_sms(http, a, phone, repeat=10, repeat_interval=1, stop_on_reply=False)
+    # The reply goes to a.number: SMS from the account's other number go on.
+    other_line = await post_sms(http, a, phone, repeat=10, repeat_interval=1,
+                                **{"from": a.numbers[1]})
     await wait_for(lambda: len(carrier_got(carrier, phone)) >= 4, 20, what="first sends")
 
     phone_sends(phone, a.number, "Got it, on my way")
@@ -166,8 +173,9 @@ async def test_a_reply_ends_the_repeats(http, pool, carrier, gateway, dispatcher
     await asyncio.sleep(3)
     assert (await get_sms(http, a, sms["id"]))["sent_count"] <= before + 1
     # stop_on_reply false keeps repeating.
-    still = await get_sms(http, a, keeps["id"])
-    assert still["status"] in ("scheduled", "sending") and still["replied_at"] is None
+    for going_on in (keeps, other_line):
+        still = await get_sms(http, a, going_on["id"])
+        assert still["status"] in ("scheduled", "sending") and still["replied_at"] is None
     with console_log.open() as f:
         f.seek(console_start)
         console = f.read()
@@ -254,8 +262,13 @@ async def test_tenants_never_see_each_others_inbound_opt_outs_or_numbers(
         http, pool, carrier, dispatcher):
     a, b = await make_account(pool), await make_account(pool)
     phone = number()
+    b_sms = await post_sms(http, b, phone, repeat=5, repeat_interval=2)
     phone_sends(phone, a.number, "STOP")
     await wait_for(lambda: _count_inbound(http, a, 1), 15, what="a's inbound")
+    # a's STOP stops none of b's SMS to the phone.
+    b_going = await get_sms(http, b, b_sms["id"])
+    assert b_going["status"] in ("queued", "sending", "scheduled"), b_going
+    assert b_going["opted_out_at"] is None
     inbound_id = (await inbound_list(http, a))[0]["id"]
     assert await inbound_list(http, b) == []
     assert (await http.get(f"/messages/inbound/{inbound_id}", headers=b.auth)).status_code == 404

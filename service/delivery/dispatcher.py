@@ -25,9 +25,10 @@ from service.delivery.queue_worker import QueueWorker, WorkerContext
 from service.delivery.sms_sends import SmsWorker
 from service.delivery.sms_transports import SmsTransport
 from service.delivery.voice_calls import VoiceWorker
+from service.delivery.webhook_worker import WebhookWorker
 from service.settings import Settings
 from service.store import database
-from service.store.queue_signal import CANCEL_CHANNEL, CHANNEL, Listener
+from service.store.queue_signal import CANCEL_CHANNEL, CHANNEL, WEBHOOK_CHANNEL, Listener
 from service.telephony.ari import AriClient
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ class Dispatcher:
         ctx = WorkerContext(settings=s, pool=pool, ari=self.ari, name=self.name)
         sms = SmsWorker(ctx, self.transports, s.sms_transport)
         voice = VoiceWorker(ctx)
-        workers: list[QueueWorker] = [sms, voice]
+        webhooks = WebhookWorker(ctx)
+        workers: list[QueueWorker] = [sms, voice, webhooks]
 
         def wake_all(_payload: str | None) -> None:
             for worker in workers:
@@ -86,7 +88,8 @@ class Dispatcher:
             await voice.reconcile()
 
         listener = Listener(s.database_url, {
-            CHANNEL: wake_all, CANCEL_CHANNEL: voice.cancel_requested})
+            CHANNEL: wake_all, CANCEL_CHANNEL: voice.cancel_requested,
+            WEBHOOK_CHANNEL: lambda _payload: webhooks.wake.set()})
         background_stop = asyncio.Event()
         background = [
             asyncio.create_task(self.ari.run_events(

@@ -47,6 +47,36 @@ class SmsDeliveryOutcome(StrEnum):
     EXPIRED = "expired"          # no report within AMIVONO_DLR_TIMEOUT
 
 
+class WebhookEvent(StrEnum):
+    """The events a webhook endpoint can take (emitted by the triggers of
+    migrations/005_webhooks.sql; `webhook.test` by POST /webhooks/<id>/test)."""
+
+    SMS_SENT = "sms.sent"                # an attempt was handed to the trunk
+    SMS_DELIVERED = "sms.delivered"      # the carrier reported a send delivered
+    SMS_UNDELIVERED = "sms.undelivered"  # the carrier reported a send undelivered
+    SMS_FAILED = "sms.failed"            # too many failed attempts: no more sends
+    SMS_CLICKED = "sms.clicked"          # the tracked link was opened
+    SMS_REPLIED = "sms.replied"          # the phone answered: repeats ended
+    SMS_OPTED_OUT = "sms.opted_out"      # the phone sent STOP: sends ended
+    SMS_COMPLETED = "sms.completed"      # every send was made
+    SMS_CANCELED = "sms.canceled"        # DELETE stopped what was to come
+    VOICE_ANSWERED = "voice.answered"    # a call was answered
+    VOICE_COMPLETED = "voice.completed"  # the file played to the end
+    VOICE_FAILED = "voice.failed"        # ended busy, no-answer, rejected or failed
+    VOICE_CANCELED = "voice.canceled"    # DELETE stopped it
+    INBOUND_RECEIVED = "inbound.received"  # an SMS came to one of the account's numbers
+    OPTOUT_CHANGED = "optout.changed"    # a phone opted out (STOP) or back in (START)
+    WEBHOOK_TEST = "webhook.test"        # POST /webhooks/<id>/test
+
+
+class WebhookDeliveryStatus(StrEnum):
+    """Where one event's delivery to one endpoint stands (webhook_deliveries.status)."""
+
+    PENDING = "pending"      # not delivered yet; next_attempt_at says when it is tried
+    SUCCEEDED = "succeeded"  # the endpoint answered 2xx
+    FAILED = "failed"        # every attempt of the schedule failed
+
+
 class InboundKind(StrEnum):
     """What an inbound SMS is (inbound_messages.kind)."""
 

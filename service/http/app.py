@@ -19,7 +19,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 from service.domain.refusals import Refused
-from service.http import docs_page, file_routes, inbound_routes, openapi, sms_routes, voice_routes
+from service.http import (
+    docs_page,
+    file_routes,
+    inbound_routes,
+    openapi,
+    sms_routes,
+    voice_routes,
+    webhook_routes,
+)
 from service.http.errors import handle_http_exception, handle_refused
 from service.http.json_io import JSON, authenticated
 from service.settings import Settings
@@ -133,6 +141,8 @@ def create_app(settings: Settings) -> Starlette:
             await app.state.pool.close()
 
     sms, voice, files, inbound = sms_routes, voice_routes, file_routes, inbound_routes
+    hooks = webhook_routes
+    hook = "/webhooks/{endpoint_id:int}"
     one = "/messages/sms/{message_id:int}"
     one_voice = "/messages/voice/{message_id:int}"
     routes = [
@@ -149,6 +159,15 @@ def create_app(settings: Settings) -> Starlette:
               methods=["GET"]),
         Route("/numbers", authenticated(inbound.list_numbers), methods=["GET"]),
         Route("/opt-outs", authenticated(inbound.list_opt_outs), methods=["GET"]),
+        Route("/webhooks", authenticated(hooks.create_webhook), methods=["POST"]),
+        Route("/webhooks", authenticated(hooks.list_webhooks), methods=["GET"]),
+        Route(hook, authenticated(hooks.get_webhook), methods=["GET"]),
+        Route(hook, authenticated(hooks.update_webhook), methods=["PATCH"]),
+        Route(hook, authenticated(hooks.delete_webhook), methods=["DELETE"]),
+        Route(f"{hook}/test", authenticated(hooks.test_webhook), methods=["POST"]),
+        Route(f"{hook}/deliveries", authenticated(hooks.list_deliveries), methods=["GET"]),
+        Route(f"{hook}/deliveries/{{delivery_id:int}}/retry",
+              authenticated(hooks.retry_delivery), methods=["POST"]),
         Route("/files", authenticated(files.list_files), methods=["GET"]),
         Route("/files/{name}", authenticated(files.put_file), methods=["PUT"]),
         Route("/files/{name}", authenticated(files.get_file), methods=["GET"]),

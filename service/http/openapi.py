@@ -22,6 +22,8 @@ from starlette.responses import JSONResponse, Response
 from service.domain import file_names, phone_numbers, sms_requests, sms_text, tracked_links
 from service.domain.json_schema import URL, Schema, anchored, enum, object_of
 from service.domain.statuses import FieldCode
+from service.domain.webhook_requests import EVENTS as WEBHOOK_EVENTS
+from service.domain.webhook_requests import MAX_DESCRIPTION, MAX_URL
 from service.http import file_routes, idempotency, json_io
 from service.settings import Settings
 from service.store import (
@@ -31,6 +33,7 @@ from service.store import (
     sms_messages,
     sound_files,
     voice_messages,
+    webhooks,
 )
 
 OPENAPI_VERSION = "3.1.0"
@@ -72,6 +75,17 @@ def _file_name(description: str) -> Schema:
 CHECK_TEXT = "\"ok\", or the name of the error's type, like \"ConnectError\"."
 
 
+def _webhook_request_properties() -> dict[str, Schema]:
+    return {
+        "url": {"type": "string", "format": "uri", "maxLength": MAX_URL,
+                "description": "http or https; its host must resolve to a public address."},
+        "events": {"type": "array", "uniqueItems": True,
+                   "items": {"type": "string", "enum": list(WEBHOOK_EVENTS)},
+                   "description": "Events to send; empty or absent: every event."},
+        "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
+    }
+
+
 def _schemas(settings: Settings) -> dict[str, Schema]:
     link_cost = sms_requests.link_cost(settings, sms_text.GSM7)
     gsm, ucs = sms_text.SINGLE_LIMIT[sms_text.GSM7], sms_text.SINGLE_LIMIT[sms_text.UCS2]
@@ -89,7 +103,8 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
             "additionalProperties": False,
             "properties": {
                 "resource": {"type": "string",
-                             "enum": ["Sms", "Voice", "File", "Inbound", "OptOut"],
+                             "enum": ["Sms", "Voice", "File", "Inbound", "OptOut",
+                                      "Webhook"],
                              "description": "The resource the request was about."},
                 "field": {"type": "string", "description":
                           "The field, query parameter or header at fault; '(body)' when the"
@@ -205,6 +220,24 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
         "PhoneNumber": object_of(account_numbers.FIELDS),
         "OptOut": object_of(opt_outs.FIELDS),
         "InboundMessage": object_of(inbound_messages.FIELDS),
+        "Webhook": object_of(webhooks.FIELDS),
+        "WebhookCreated": object_of({
+            **webhooks.FIELDS,
+            "secret": {"type": "string", "pattern": "^whsec_[A-Za-z0-9+/=]{32,}$",
+                       "description": "The signing secret (Standard Webhooks); shown only"
+                                      " here."}}),
+        "WebhookDelivery": object_of(webhooks.DELIVERY_FIELDS),
+        "WebhookRequest": {
+            "type": "object", "required": ["url"], "additionalProperties": False,
+            "properties": _webhook_request_properties(),
+        },
+        "WebhookPatch": {
+            "type": "object", "additionalProperties": False,
+            "properties": {**_webhook_request_properties(),
+                           "enabled": {"type": "boolean",
+                                       "description": "false stops deliveries; true starts"
+                                                      " them again."}},
+        },
         "Health": {
             "type": "object",
             "required": ["status"],
@@ -483,6 +516,87 @@ def _inbound_operations() -> dict[str, dict[str, Any]]:
     }
 
 
+def _webhook_operations() -> dict[str, dict[str, Any]]:
+    tag = "Webhooks"
+    endpoint_id = {"name": "endpoint_id", "in": "path", "required": True,
+                   "description": "The webhook endpoint's id.",
+                   "schema": {"type": "integer", "minimum": 1, "maximum": json_io.BIGINT_MAX}}
+    delivery_id = {**endpoint_id, "name": "delivery_id", "description": "The delivery's id."}
+    one = _ok("The endpoint.", _ref("Webhook"))
+    invalid = _validation("A field is missing or wrong, or the URL's host is not a public"
+                          " address (loopback, private, link-local, multicast, metadata).")
+    return {
+        "/webhooks": {
+            "post": {
+                "operationId": "create_webhook", "tags": [tag],
+                "summary": "Add a webhook endpoint",
+                "description": "Events are POSTed to the URL in the Standard Webhooks format,"
+                               " signed with the `secret`, which only this answer shows.",
+                "requestBody": {"required": True, "content": _json(_ref("WebhookRequest"))},
+                "responses": {
+                    "201": _ok("Created.", _ref("WebhookCreated"),
+                               {"Location": LOCATION_HEADER}),
+                    "400": INVALID_JSON, **_auth_errors(), "413": TOO_LARGE_JSON,
+                    "422": invalid,
+                },
+            },
+            "get": {
+                "operationId": "list_webhooks", "tags": [tag],
+                "summary": "The account's webhook endpoints",
+                "responses": {"200": _ok("Every endpoint, oldest first.",
+                                         {"type": "array", "items": _ref("Webhook")}),
+                              **_auth_errors()},
+            },
+        },
+        "/webhooks/{endpoint_id}": {
+            "get": {"operationId": "get_webhook", "tags": [tag], "summary": "Get an endpoint",
+                    "parameters": [endpoint_id],
+                    "responses": {"200": one, **_auth_errors(), "404": NOT_FOUND}},
+            "patch": {
+                "operationId": "update_webhook", "tags": [tag],
+                "summary": "Change an endpoint's url, events, description or enabled",
+                "parameters": [endpoint_id],
+                "requestBody": {"required": True, "content": _json(_ref("WebhookPatch"))},
+                "responses": {"200": one, "400": INVALID_JSON, **_auth_errors(),
+                              "404": NOT_FOUND, "413": TOO_LARGE_JSON, "422": invalid},
+            },
+            "delete": {
+                "operationId": "delete_webhook", "tags": [tag], "summary": "Remove an endpoint",
+                "parameters": [endpoint_id],
+                "responses": {"204": {"description": "Removed, with its deliveries.",
+                                      "headers": _rate_limit_headers(True)},
+                              **_auth_errors(), "404": NOT_FOUND},
+            },
+        },
+        "/webhooks/{endpoint_id}/test": {"post": {
+            "operationId": "test_webhook", "tags": [tag],
+            "summary": "Send a webhook.test event to the endpoint",
+            "parameters": [endpoint_id],
+            "responses": {"202": _ok("Queued.", _ref("WebhookDelivery")), **_auth_errors(),
+                          "404": NOT_FOUND},
+        }},
+        "/webhooks/{endpoint_id}/deliveries": {"get": {
+            "operationId": "list_webhook_deliveries", "tags": [tag],
+            "summary": "The endpoint's deliveries, newest first",
+            "parameters": [endpoint_id, *_page_params()],
+            "responses": {
+                "200": _ok("A page of deliveries.",
+                           {"type": "array", "items": _ref("WebhookDelivery")},
+                           headers={"Link": LINK_HEADER}),
+                **_auth_errors(), "404": NOT_FOUND,
+                "422": _validation("per_page or before is not an integer in range."),
+            },
+        }},
+        "/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry": {"post": {
+            "operationId": "retry_webhook_delivery", "tags": [tag],
+            "summary": "Send a delivery again (the same webhook-id), at once",
+            "parameters": [endpoint_id, delivery_id],
+            "responses": {"202": _ok("Queued.", _ref("WebhookDelivery")), **_auth_errors(),
+                          "404": NOT_FOUND},
+        }},
+    }
+
+
 def _file_operations(settings: Settings) -> dict[str, dict[str, Any]]:
     tag = "Sound files"
     name_invalid = _validation("The name is not 1 to 64 of A-Z a-z 0-9 . _ -.")
@@ -695,6 +809,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                                      "VoiceMessage",
                                      "VoiceMessageWithAttempts", VOICE_CREATE_DOC))
     paths.update(_inbound_operations())
+    paths.update(_webhook_operations())
     paths.update(_file_operations(settings))
     paths.update(_public_operations(settings))
     spec = {
@@ -719,7 +834,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         "security": [{"bearerAuth": []}],
         "tags": [
             {"name": "SMS messages"}, {"name": "Voice messages"}, {"name": "Two-way SMS"},
-            {"name": "Sound files"},
+            {"name": "Webhooks"}, {"name": "Sound files"},
             {"name": "Tracked link"}, {"name": "Operations"}, {"name": "Documentation"},
         ],
         "paths": paths,

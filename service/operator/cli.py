@@ -262,6 +262,21 @@ def cmd_messages_inbound(args: argparse.Namespace) -> None:
          ["id", "account", "from", "to", "kind", "received_at", "message"])
 
 
+def cmd_webhooks_list(args: argparse.Namespace) -> None:
+    from service.operator.commands import emit
+
+    emit(_operate(lambda op: op.webhooks(args.account)), args.json,
+         ["id", "account", "url", "events", "enabled", "disabled_reason", "failing_since"])
+
+
+def cmd_webhooks_deliveries(args: argparse.Namespace) -> None:
+    from service.operator.commands import emit
+
+    emit(_operate(lambda op: op.webhook_deliveries(args.account, args.endpoint, args.limit)),
+         args.json, ["id", "endpoint_id", "account", "event_type", "webhook_id", "status",
+                     "attempts", "last_status_code", "last_error", "next_attempt_at"])
+
+
 def cmd_files_list(args: argparse.Namespace) -> None:
     from service.operator.commands import emit
 
@@ -391,6 +406,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--account")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_optouts_list)
+
+    hooks = sub.add_parser("webhooks", help="webhook endpoints and deliveries").add_subparsers(
+        dest="webhooks_command", required=True)
+    p = hooks.add_parser("list", help="every account's endpoints, or one account's")
+    p.add_argument("--account")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_webhooks_list)
+    p = hooks.add_parser("deliveries", help="recent deliveries, newest first")
+    p.add_argument("--account")
+    p.add_argument("--endpoint", type=int)
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_webhooks_deliveries)
 
     files = sub.add_parser("files", help="sound files").add_subparsers(
         dest="files_command", required=True)

@@ -17,7 +17,7 @@ import httpx
 
 from service.domain.phone_numbers import InvalidNumber, parse_e164
 from service.settings import Settings
-from service.store import account_numbers, database, inbound_messages
+from service.store import account_numbers, database, inbound_messages, webhooks
 from service.store.message_kinds import KINDS
 from service.store.queries import queries
 from service.telephony.ari import AriClient, AriError
@@ -140,6 +140,18 @@ class Operator:
             self.pool, account=account, unrouted=unrouted, limit=limit)
         return [{"account": r["account"], **inbound_messages.render(r, self.settings)}
                 for r in rows]
+
+    # --- webhooks ---------------------------------------------------------------
+
+    async def webhooks(self, account: str | None) -> list[dict[str, Any]]:
+        rows = await queries.webhook_endpoints.admin_list(self.pool, account=account)
+        return [{"account": r["account"], **webhooks.render(r)} for r in rows]
+
+    async def webhook_deliveries(self, account: str | None, endpoint: int | None,
+                                 limit: int) -> list[dict[str, Any]]:
+        rows = await queries.webhook_deliveries.admin_list(
+            self.pool, account=account, endpoint_id=endpoint, limit=limit)
+        return [dict(r) for r in rows]
 
     # --- files ----------------------------------------------------------------
 

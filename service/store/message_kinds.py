@@ -32,7 +32,7 @@ class MessageKind:
     render: Render
     cancel: Cancel
 
-    async def load(self, conn: asyncpg.Connection, account_id: int, message_id: int,
+    async def load(self, conn: Executor, account_id: int, message_id: int,
                    settings: Settings) -> dict[str, Any] | None:
         """The message with its attempts, if it is this account's."""
         row = await self.table.get(conn, id=message_id, account_id=account_id)

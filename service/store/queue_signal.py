@@ -20,6 +20,7 @@ from service.store.database import OUTAGE, Executor
 
 CHANNEL = "amivono_due"
 CANCEL_CHANNEL = "amivono_cancel"  # payload: the voice attempt to hang up
+WEBHOOK_CHANNEL = "amivono_webhooks"  # sent by webhook_emit (migrations/005_webhooks.sql)
 log = logging.getLogger(__name__)
 
 
@@ -100,6 +101,11 @@ class Listener:
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed():
             await self._conn.close()
+
+
+async def notify_webhooks(pool: Executor) -> None:
+    """Wake the webhook workers (for deliveries made outside the triggers)."""
+    await pool.execute("SELECT pg_notify($1, '')", WEBHOOK_CHANNEL)
 
 
 async def notify_cancel(pool: Executor, attempt_id: int) -> None:
