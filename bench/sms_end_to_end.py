@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.server
 import json
 import socket
 import sys
@@ -77,6 +78,31 @@ class BlackHole:
         self.sock.close()
         for conn in self.held:
             conn.close()
+
+
+class Answering:
+    """A webhook endpoint that answers 204 at once (to tell the cost of
+    webhooks from the cost of a dead endpoint)."""
+
+    def __init__(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the base class's name)
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
 
 
 def subscribe(key: str, url: str) -> int:
@@ -238,6 +264,13 @@ def main() -> None:
         a_hole = amivono_phase("burst-blackhole", key, args.burst, 0.0, received, pids)
         unsubscribe(key, hook_id)
         hole.close()
+        live = Answering()
+        stack.callback(live.close)
+        hook_id = subscribe(key, live.url)
+        received = carrier_count()
+        a_live = amivono_phase("burst-webhook", key, args.burst, 0.0, received, pids)
+        unsubscribe(key, hook_id)
+        live.close()
         a_burst2 = None
         if not args.no_second_dispatcher:
             d2 = start_dispatcher("bench-d2")
@@ -261,6 +294,8 @@ def main() -> None:
     rows += phase_rows(f"Amivono burst of {args.burst}, 1 dispatcher", a_burst)
     rows += phase_rows(f"Amivono burst of {args.burst}, 1 dispatcher, black-hole webhook",
                        a_hole)
+    rows += phase_rows(f"Amivono burst of {args.burst}, 1 dispatcher, answering webhook",
+                       a_live)
     if a_burst2 is not None:
         rows += phase_rows(f"Amivono burst of {args.burst}, 2 dispatchers", a_burst2)
     rows += phase_rows(f"Amivono paced {args.paced_rate:.0f}/s x {args.paced_seconds:.0f} s",
@@ -271,6 +306,8 @@ def main() -> None:
     rows += [
         ("RATIO with/without a black-hole webhook (burst, 1 dispatcher)",
          ratio(a_hole.sustained, a_burst.sustained)),
+        ("RATIO black-hole/answering webhook (burst, 1 dispatcher)",
+         ratio(a_hole.sustained, a_live.sustained)),
         ("RATIO Amivono/Kannel delivered/s (burst, 1 dispatcher)",
          ratio(a_burst.sustained, k_burst.sustained)),
     ]

@@ -77,7 +77,9 @@ def settings() -> SandboxSettings:
 
 @pytest.fixture(scope="session")
 async def db(settings: SandboxSettings) -> AsyncIterator[str]:
-    """A fresh test database with the schema applied."""
+    """A fresh test database with the schema applied, and an empty inbox file:
+    the lines of an earlier run would be replayed into the new database."""
+    Path(settings.sms_inbox).unlink(missing_ok=True)  # noqa: ASYNC240 (once, at start)
     yield await fresh_database(settings.database_url)
 
 

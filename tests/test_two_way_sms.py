@@ -251,7 +251,13 @@ async def test_inbound_to_an_unowned_number_harms_nothing(http, pool, carrier, d
     assert (await get_sms(http, a, sms["id"]))["status"] in ("queued", "sending", "scheduled")
     assert (await http.get("/opt-outs", headers=a.auth)).json() == []
     assert await inbound_list(http, a) == []
-    assert nobodys in cli("messages", "inbound", "--unrouted", "--json")
+    # The operator's --unrouted shows it, and nothing an account got.
+    c = await make_account(pool)
+    phone_sends(number(), c.number, "routed")
+    await wait_for(lambda: _count_inbound(http, c, 1), 15, what="c's inbound")
+    listed = json.loads(cli("messages", "inbound", "--unrouted", "--json", "--limit", "1000"))
+    assert nobodys in {m["to"] for m in listed}
+    assert all(m["account"] is None for m in listed)
 
 
 async def _unrouted(pool: asyncpg.Pool, to: str) -> Any:
@@ -394,33 +400,57 @@ async def test_a_duplicate_report_changes_nothing(http, pool, carrier, dispatche
     assert again["attempts"][0]["reported_at"] == done["attempts"][0]["reported_at"]
 
 
-async def test_a_report_that_arrives_first_still_matches(pool, settings):
-    """Straight against PostgreSQL: the report is stored while the attempt is
-    still open, and finish_send then counts the send as undelivered."""
-    a = await make_account(pool)
-    phone = number()
-    account_id = await queries.accounts.id_by_name(pool, name=a.name)
+async def _in_flight(pool: asyncpg.Pool, account: Account, phone: str,
+                     repeat_total: int = 1) -> tuple[int, int]:
+    """An SMS whose first send is in flight, as a claim leaves it (leased,
+    due_at the lease's end): its id and the attempt's."""
+    account_id = await queries.accounts.id_by_name(pool, name=account.name)
     message_id = await pool.fetchval(
         "INSERT INTO sms_messages (account_id, from_number, to_number, text, body, encoding,"
-        " segments, repeat_total, due_at) VALUES ($1, $2, $3, 'x', 'x', 'GSM-7', 1, 1,"
-        " now() - interval '1 hour') RETURNING id", account_id, a.number, phone)
-    claimed = await pool.fetch(
-        "UPDATE sms_messages SET due_at = NULL WHERE id = $1 RETURNING id", message_id)
-    assert claimed
+        " segments, repeat_total, repeat_interval, due_at) VALUES ($1, $2, $3, 'x', 'x',"
+        " 'GSM-7', 1, $4, 1, now() + interval '1 minute') RETURNING id",
+        account_id, account.number, phone, repeat_total)
     attempt_id = await pool.fetchval(
         "INSERT INTO sms_attempts (message_id, send_number, dispatcher, transport)"
         " VALUES ($1, 1, 'test', 'ari-pjsip') RETURNING id", message_id)
     await pool.execute("UPDATE sms_messages SET lease_attempt_id = $1 WHERE id = $2",
                        attempt_id, message_id)
+    return message_id, attempt_id
+
+
+async def _finish_sent(pool: asyncpg.Pool, attempt_id: int) -> None:
+    await queries.sms_messages.finish_send(
+        pool, attempt_id=attempt_id, outcome="sent", detail="handed over", max_failures=5,
+        minute_seconds=1.0, retry_seconds=5.0)
+
+
+async def test_a_reply_while_a_send_is_in_flight_ends_the_repeats(pool, settings):
+    """Straight against PostgreSQL: the send in flight finishes and counts,
+    and no repeat is scheduled after it."""
+    a = await make_account(pool)
+    phone = number()
+    message_id, attempt_id = await _in_flight(pool, a, phone, repeat_total=5)
+    stored = await inbound_messages.record(
+        pool, from_number=phone, to_number=a.number, body="ok",
+        sip_key=f"test-{secrets.token_hex(8)}/1", settings=settings)
+    assert stored is not None and stored.affected == [message_id]
+    await _finish_sent(pool, attempt_id)
+    row = await pool.fetchrow("SELECT * FROM sms_message_view WHERE id = $1", message_id)
+    assert row["status"] == "replied" and row["sent_count"] == 1 and row["due_at"] is None
+
+
+async def test_a_report_that_arrives_first_still_matches(pool, settings):
+    """Straight against PostgreSQL: the report is stored while the attempt is
+    still open, and finish_send then counts the send as undelivered."""
+    a = await make_account(pool)
+    message_id, attempt_id = await _in_flight(pool, a, number())
     from service.domain.delivery_receipts import parse_receipt
 
     receipt = parse_receipt(f"id:{attempt_id} sub:001 dlvrd:000 submit date:2611271200 "
                             "done date:2611271200 stat:UNDELIV err:001 text:x")
     assert await inbound_messages.record_report(pool, receipt, "r", settings) is not None
     assert await inbound_messages.record_report(pool, receipt, "r", settings) is None
-    await queries.sms_messages.finish_send(
-        pool, attempt_id=attempt_id, outcome="sent", detail="handed over", max_failures=5,
-        minute_seconds=1.0, retry_seconds=5.0)
+    await _finish_sent(pool, attempt_id)
     row = await pool.fetchrow("SELECT * FROM sms_message_view WHERE id = $1", message_id)
     # Not counted as a send, and due again: retried like a failed send.
     assert row["sent_count"] == 0 and row["failures"] == 1 and row["due_at"] is not None
@@ -428,7 +458,7 @@ async def test_a_report_that_arrives_first_still_matches(pool, settings):
 
 
 async def test_the_operator_gives_and_takes_numbers(http, pool, db):
-    a = await make_account(pool)
+    a, other = await make_account(pool), await make_account(pool)
     extra = number()
     assert cli("numbers", "add", a.name, extra).strip() == f"{extra}: {a.name}'s"
     listed = {n["number"] for n in json.loads(cli("numbers", "list", "--account", a.name,
@@ -436,9 +466,29 @@ async def test_the_operator_gives_and_takes_numbers(http, pool, db):
     assert listed == {a.number, extra}
     assert [n["number"] for n in (await http.get("/numbers", headers=a.auth)).json()] == sorted(
         [a.number, extra])
-    other = await make_account(pool)
     taken = refused_cli("numbers", "add", other.name, extra)
     assert taken.returncode != 0 and "another account" in taken.stderr
     cli("numbers", "remove", a.name, extra)
     assert [n["number"] for n in (await http.get("/numbers", headers=a.auth)).json()] == [
         a.number]
+
+
+async def test_a_send_stored_while_its_phone_said_stop_is_stopped_at_its_claim(pool, db):
+    """A POST racing a STOP can be stored after the STOP looked for pending
+    sends; the claim looks again, and the message ends opted out, unsent."""
+    a = await make_account(pool)
+    phone = number()
+    account_id = await queries.accounts.id_by_name(pool, name=a.name)
+    await pool.execute("INSERT INTO opt_outs (account_id, phone) VALUES ($1, $2)",
+                       account_id, phone)
+    message_id = await pool.fetchval(
+        "INSERT INTO sms_messages (account_id, from_number, to_number, text, body, encoding,"
+        " segments, repeat_total, due_at) VALUES ($1, $2, $3, 'x', 'x', 'GSM-7', 1, 3,"
+        " now() - interval '1 day') RETURNING id", account_id, a.number, phone)
+    await queries.sms_messages.claim_due_sends(
+        pool, limit=1, dispatcher="test", transport="ari-pjsip", ready=["ari-pjsip"],
+        lease_seconds=60.0)
+    row = await pool.fetchrow("SELECT * FROM sms_message_view WHERE id = $1", message_id)
+    assert row["status"] == "opted_out" and row["due_at"] is None
+    assert await pool.fetchval("SELECT count(*) FROM sms_attempts WHERE message_id = $1",
+                               message_id) == 0

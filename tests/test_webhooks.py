@@ -56,9 +56,15 @@ async def test_a_receiver_down_for_a_while_gets_every_event_with_the_same_ids(
     hook = await subscribe(client, auth, receiver.url, events=["sms.sent"])
     receiver.status = 503
     sent = [(await client.post("/messages/sms", headers=auth, json={
-        "from": FROM, "to": "+46736265449", "message": f"down {i}"})).json() for i in range(3)]
+        "from": FROM, "to": "+46736265449", "message": f"down {i}",
+        **({"repeat": 1, "repeat_interval": 60} if i == 0 else {})})).json() for i in range(3)]
     await wait_for(lambda: len(receiver.requests) >= 6, 20, what="failed attempts")
     await receiver.stop()  # now connections are refused
+    # The first SMS changes (clicked) between attempts: its retries still send
+    # the body of the first attempt.
+    async with httpx.AsyncClient() as phone:
+        link = sent[0]["message"].rsplit(" ", 1)[1]
+        assert (await phone.get(link, headers={"User-Agent": PHONE_UA})).status_code == 200
     await asyncio.sleep(1.0)
     receiver.status = 200
     await receiver.start()  # the same port
@@ -70,11 +76,15 @@ async def test_a_receiver_down_for_a_while_gets_every_event_with_the_same_ids(
 
     await wait_for(all_ok, 30, what="every event after the outage")
     by_id: dict[str, int] = {}
-    for headers, _ in receiver.requests:
+    bodies: dict[str, set[bytes]] = {}
+    for headers, body in receiver.requests:
         webhook_id = {k.lower(): v for k, v in headers.items()}["webhook-id"]
         by_id[webhook_id] = by_id.get(webhook_id, 0) + 1
-    # Three events, each tried more than once under its own stable id.
+        bodies.setdefault(webhook_id, set()).add(body)
+    # Three events, each tried more than once under its own stable id, and
+    # every retry the very bytes of the first attempt.
     assert len(by_id) == 3 and min(by_id.values()) >= 2, by_id
+    assert all(len(b) == 1 for b in bodies.values()), bodies
     async def recorded() -> Any:
         rows = (await client.get(f"/webhooks/{hook['id']}/deliveries", headers=auth)).json()
         return rows if {d["status"] for d in rows} == {"succeeded"} else None
@@ -101,9 +111,19 @@ async def test_test_event_deliveries_and_retry(client, auth, dispatcher, receive
     assert again.status_code == 202
     await wait_for(lambda: len(receiver.requests) == 2, 15, what="sent again")
     assert receiver.events(hook["secret"])[1]["webhook_id"] == event["webhook_id"]
-    # PATCH: off, then nothing is sent; DELETE: gone.
+    # PATCH: off, then nothing is sent (a delivery fails, saying why); DELETE: gone.
     off = await client.patch(f"/webhooks/{hook['id']}", json={"enabled": False}, headers=auth)
     assert off.json()["enabled"] is False and off.json()["disabled_reason"]
+    queued = (await client.post(f"/webhooks/{hook['id']}/test", headers=auth)).json()
+
+    async def ended() -> Any:
+        rows = (await client.get(f"/webhooks/{hook['id']}/deliveries", headers=auth)).json()
+        row = next(r for r in rows if r["id"] == queued["id"])
+        return row if row["status"] != "pending" else None
+
+    row = await wait_for(ended, 15, what="the delivery to a disabled endpoint to end")
+    assert row["status"] == "failed" and row["last_error"] == "the endpoint is disabled", row
+    assert len(receiver.requests) == 2
     assert (await client.delete(f"/webhooks/{hook['id']}", headers=auth)).status_code == 204
     assert (await client.get(f"/webhooks/{hook['id']}", headers=auth)).status_code == 404
 
@@ -112,9 +132,11 @@ async def test_another_tenants_webhooks_are_invisible(client, auth, new_key, rec
     hook = await subscribe(client, auth, receiver.url)
     other = {"Authorization": f"Bearer {await new_key()}"}
     base = f"/webhooks/{hook['id']}"
+    delivery = (await client.post(f"{base}/test", headers=auth)).json()
     assert (await client.get("/webhooks", headers=other)).json() == []
     for method, path in (("GET", base), ("PATCH", base), ("DELETE", base),
-                         ("POST", f"{base}/test"), ("GET", f"{base}/deliveries")):
+                         ("POST", f"{base}/test"), ("GET", f"{base}/deliveries"),
+                         ("POST", f"{base}/deliveries/{delivery['id']}/retry")):
         response = await client.request(method, path, headers=other,
                                         json={} if method == "PATCH" else None)
         assert response.status_code == 404, (method, path, response.text)
@@ -149,17 +171,30 @@ async def test_inbound_and_opt_out_events(client, pool, dispatcher, receiver, se
 
 async def test_a_rolled_back_change_emits_nothing_and_a_committed_one_does(pool, db):
     account_id, _ = await account(pool)
-    endpoint = await queries.webhook_endpoints.create(
-        pool, account_id=account_id, url="https://hooks.example/x", description="",
-        events=[], secret="whsec_" + "A" * 32)
+    other_account, _ = await account(pool)
+
+    async def create(owner: int, events: list[str]) -> asyncpg.Record:
+        return await queries.webhook_endpoints.create(
+            pool, account_id=owner, url="https://hooks.example/x", description="",
+            events=events, secret="whsec_" + "A" * 32)
+
+    endpoint = await create(account_id, [])
+    # None of these may get the event: another account's, one that takes
+    # other events, a disabled one.
+    others = [await create(other_account, []), await create(account_id, ["sms.sent"]),
+              await create(account_id, [])]
+    await queries.webhook_endpoints.update(
+        pool, id=others[2]["id"], account_id=account_id, url=None, description=None,
+        events=None, enabled=False)
     message_id = await pool.fetchval(
         "INSERT INTO sms_messages (account_id, from_number, to_number, text, body, encoding,"
         " segments, repeat_total) VALUES ($1, $2, $2, 'x', 'x', 'GSM-7', 1, 1) RETURNING id",
         account_id, FROM)
 
     async def deliveries() -> list[asyncpg.Record]:
-        return await pool.fetch("SELECT * FROM webhook_deliveries WHERE endpoint_id = $1",
-                                endpoint["id"])
+        return await pool.fetch(
+            "SELECT * FROM webhook_deliveries WHERE endpoint_id = ANY($1::bigint[])",
+            [endpoint["id"], *(e["id"] for e in others)])
 
     async with pool.acquire() as conn:
         tx = conn.transaction()
@@ -170,12 +205,15 @@ async def test_a_rolled_back_change_emits_nothing_and_a_committed_one_does(pool,
     assert await deliveries() == []
     await pool.execute("UPDATE sms_messages SET canceled_at = now() WHERE id = $1", message_id)
     rows = await deliveries()
-    assert [(r["event_type"], r["subject_id"]) for r in rows] == [("sms.canceled", message_id)]
+    assert [(r["endpoint_id"], r["event_type"], r["subject_id"]) for r in rows] == [
+        (endpoint["id"], "sms.canceled", message_id)]
 
 
-async def test_a_black_hole_endpoint_does_not_slow_sends(client, auth, carrier, dispatcher):
+async def test_a_black_hole_endpoint_does_not_slow_sends(client, auth, carrier, dispatcher,
+                                                         receiver):
     """An endpoint that accepts connections and never answers: every SMS is
-    still sent while its deliveries hang."""
+    still sent while its deliveries hang, and another endpoint still gets
+    every event at once (the black hole holds only its own slots)."""
     held: list[asyncio.StreamWriter] = []
 
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -186,6 +224,7 @@ async def test_a_black_hole_endpoint_does_not_slow_sends(client, auth, carrier, 
     try:
         hook = await subscribe(client, auth, f"http://127.0.0.1:{port}/",
                                events=["sms.sent"])
+        healthy = await subscribe(client, auth, receiver.url, events=["sms.sent"])
         to = f"+4673{secrets.randbelow(10**7):07d}"
         for i in range(20):
             response = await client.post("/messages/sms", headers=auth, json={
@@ -193,6 +232,8 @@ async def test_a_black_hole_endpoint_does_not_slow_sends(client, auth, carrier, 
             assert response.status_code == 201
         await wait_for(lambda: len([m for m in received_sms(carrier) if m["to"] == to]) == 20,
                        20, what="all 20 at the carrier")
+        await wait_for(lambda: len(types(receiver, healthy["secret"])) == 20, 10,
+                       what="every event at the healthy endpoint")
         rows = (await client.get(f"/webhooks/{hook['id']}/deliveries?per_page=100",
                                  headers=auth)).json()
         assert rows and not any(r["status"] == "succeeded" for r in rows)

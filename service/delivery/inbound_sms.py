@@ -92,6 +92,7 @@ class InboundSms:
                 start = at["offset"] if at is not None and at["inode"] == inode else 0
                 if os.fstat(f.fileno()).st_size < start:
                     start = 0  # truncated in place
+                    await queries.inbox_offsets.reset(self.pool, path=path, inode=inode)
                 f.seek(start)
                 chunk = f.read(INBOX_READ_BYTES)
         except FileNotFoundError:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 from starlette.applications import Starlette
+from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -28,7 +29,7 @@ from service.http import (
     voice_routes,
     webhook_routes,
 )
-from service.http.errors import handle_http_exception, handle_refused
+from service.http.errors import handle_http_exception, handle_refused, handle_unavailable
 from service.http.json_io import JSON, authenticated
 from service.settings import Settings
 from service.store import database
@@ -38,6 +39,16 @@ from service.store.sound_files import ensure_sounds_dir
 from service.telephony.ari import AriClient, AriError
 
 log = logging.getLogger(__name__)
+
+
+class IdConvertor(IntegerConvertor):
+    """Path ids: at most 19 digits (a bigint), so a longer one is simply no
+    route (404), never a conversion Python refuses (over 4,300 digits)."""
+
+    regex = "[0-9]{1,19}"
+
+
+register_url_convertor("id", IdConvertor())
 
 PURGE_EVERY_SECONDS = 600.0
 
@@ -142,9 +153,9 @@ def create_app(settings: Settings) -> Starlette:
 
     sms, voice, files, inbound = sms_routes, voice_routes, file_routes, inbound_routes
     hooks = webhook_routes
-    hook = "/webhooks/{endpoint_id:int}"
-    one = "/messages/sms/{message_id:int}"
-    one_voice = "/messages/voice/{message_id:int}"
+    hook = "/webhooks/{endpoint_id:id}"
+    one = "/messages/sms/{message_id:id}"
+    one_voice = "/messages/voice/{message_id:id}"
     routes = [
         Route("/messages/sms", authenticated(sms.create_sms), methods=["POST"]),
         Route("/messages/sms", authenticated(sms.list_sms), methods=["GET"]),
@@ -155,7 +166,7 @@ def create_app(settings: Settings) -> Starlette:
         Route(one_voice, authenticated(voice.get_voice), methods=["GET"]),
         Route(one_voice, authenticated(voice.cancel_voice), methods=["DELETE"]),
         Route("/messages/inbound", authenticated(inbound.list_inbound), methods=["GET"]),
-        Route("/messages/inbound/{message_id:int}", authenticated(inbound.get_inbound),
+        Route("/messages/inbound/{message_id:id}", authenticated(inbound.get_inbound),
               methods=["GET"]),
         Route("/numbers", authenticated(inbound.list_numbers), methods=["GET"]),
         Route("/opt-outs", authenticated(inbound.list_opt_outs), methods=["GET"]),
@@ -166,7 +177,7 @@ def create_app(settings: Settings) -> Starlette:
         Route(hook, authenticated(hooks.delete_webhook), methods=["DELETE"]),
         Route(f"{hook}/test", authenticated(hooks.test_webhook), methods=["POST"]),
         Route(f"{hook}/deliveries", authenticated(hooks.list_deliveries), methods=["GET"]),
-        Route(f"{hook}/deliveries/{{delivery_id:int}}/retry",
+        Route(f"{hook}/deliveries/{{delivery_id:id}}/retry",
               authenticated(hooks.retry_delivery), methods=["POST"]),
         Route("/files", authenticated(files.list_files), methods=["GET"]),
         Route("/files/{name}", authenticated(files.put_file), methods=["PUT"]),
@@ -184,7 +195,8 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(CountAccepted)],
-        exception_handlers={Refused: handle_refused, HTTPException: handle_http_exception},
+        exception_handlers={Refused: handle_refused, HTTPException: handle_http_exception,
+                            **dict.fromkeys(database.UNAVAILABLE, handle_unavailable)},
     )
     app.state.settings = settings
     return app

@@ -31,6 +31,16 @@ def refusal_response(exc: Refused) -> JSONResponse:
     return JSONResponse(body, status_code=STATUS[exc.reason], headers=exc.headers)
 
 
+RETRY_AFTER_OUTAGE = 5  # seconds
+
+
+async def handle_unavailable(request: Request, exc: Exception) -> Response:
+    """The database is away (restarting, unreachable): a clean 503 the client
+    may retry, not a 500 with a traceback."""
+    return JSONResponse({"message": "The database is unavailable; retry later"},
+                        status_code=503, headers={"Retry-After": str(RETRY_AFTER_OUTAGE)})
+
+
 async def handle_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
     response = refusal_response(exc)

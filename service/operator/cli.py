@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
 
@@ -318,6 +318,16 @@ def cmd_settings(args: argparse.Namespace) -> None:
         print(f"{name}={value}\n    {doc}")
 
 
+def _listing(parent: Any, name: str, helptext: str,
+             func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
+    """A listing command: every account's rows, or one account's; --json for scripts."""
+    p: argparse.ArgumentParser = parent.add_parser(name, help=helptext)
+    p.add_argument("--account")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=func)
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
     _logging()
     # uvloop (with uvicorn[standard]) makes every server here cheaper per request;
@@ -395,24 +405,15 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("account")
         p.add_argument("number")
         p.set_defaults(func=func)
-    p = numbers.add_parser("list", help="every account's numbers, or one account's")
-    p.add_argument("--account")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_numbers_list)
+    _listing(numbers, "list", "every account's numbers, or one account's", cmd_numbers_list)
 
     optouts = sub.add_parser("optouts", help="phones that sent STOP").add_subparsers(
         dest="optouts_command", required=True)
-    p = optouts.add_parser("list", help="every account's opt-outs, or one account's")
-    p.add_argument("--account")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_optouts_list)
+    _listing(optouts, "list", "every account's opt-outs, or one account's", cmd_optouts_list)
 
     hooks = sub.add_parser("webhooks", help="webhook endpoints and deliveries").add_subparsers(
         dest="webhooks_command", required=True)
-    p = hooks.add_parser("list", help="every account's endpoints, or one account's")
-    p.add_argument("--account")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_webhooks_list)
+    _listing(hooks, "list", "every account's endpoints, or one account's", cmd_webhooks_list)
     p = hooks.add_parser("deliveries", help="recent deliveries, newest first")
     p.add_argument("--account")
     p.add_argument("--endpoint", type=int)
@@ -422,10 +423,7 @@ def main(argv: list[str] | None = None) -> None:
 
     files = sub.add_parser("files", help="sound files").add_subparsers(
         dest="files_command", required=True)
-    p = files.add_parser("list", help="every account's files, or one account's")
-    p.add_argument("--account")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_files_list)
+    _listing(files, "list", "every account's files, or one account's", cmd_files_list)
     p = files.add_parser("upload", help="upload PATH as NAME through the API")
     p.add_argument("name")
     p.add_argument("path")

@@ -22,8 +22,16 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 # What a lost or restarting PostgreSQL raises: an outage to wait out, never a
 # bug. The one place that says so; `except OUTAGE:` everywhere else.
+# InternalClientError: a connection left mid-operation by a server restart
+# ("cannot switch to state 12; another operation is in progress").
 OUTAGE: tuple[type[BaseException], ...] = (
-    OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+    OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+# The part of an outage that means "the database cannot be reached now" (the
+# API answers 503 with Retry-After); other PostgreSQL errors are bugs (500).
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    ConnectionError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError)
 # Arbitrary constant shared by every Amivono process: "amivono" in ASCII.
 MIGRATION_LOCK = 0x616D69766F6E6F
 

@@ -43,7 +43,8 @@ def test_internal_addresses_are_refused(address):
     assert why_refused(ipaddress.ip_address(address), ()) is not None
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"])
+@pytest.mark.parametrize("address", ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c",
+                                     "::ffff:93.184.215.14"])  # IPv4-mapped: judged as IPv4
 def test_public_addresses_are_allowed(address):
     assert why_refused(ipaddress.ip_address(address), ()) is None
 
@@ -53,6 +54,9 @@ def test_an_allowed_network_lets_its_addresses_through_and_no_others():
     assert why_refused(ipaddress.ip_address("127.0.0.2"), allowed) is None
     assert why_refused(ipaddress.ip_address("10.9.3.4"), allowed) is None
     assert why_refused(ipaddress.ip_address("10.8.3.4"), allowed) is not None
+    # An IPv4-mapped IPv6 address is the IPv4 one, in or out of the allowed networks.
+    assert why_refused(ipaddress.ip_address("::ffff:127.0.0.2"), allowed) is None
+    assert why_refused(ipaddress.ip_address("::ffff:10.8.3.4"), allowed) is not None
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/", "http:///nohost", "http://u:p@host/",

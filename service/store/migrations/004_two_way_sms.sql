@@ -56,6 +56,8 @@ CREATE TABLE inbox_offsets (
 
 ALTER TABLE sms_messages
     ADD COLUMN stop_on_reply    boolean NOT NULL DEFAULT true,
+    -- Sent even to a phone that opted out: the opt-out's own confirmation.
+    ADD COLUMN opt_out_exempt   boolean NOT NULL DEFAULT false,
     ADD COLUMN replied_at       timestamptz,
     ADD COLUMN reply_id         bigint REFERENCES inbound_messages (id),
     ADD COLUMN opted_out_at     timestamptz,

@@ -14,10 +14,13 @@ RETURNING *;
 -- A reply from :phone to :number ends the repeats of that account's SMS from
 -- :number to :phone that still have sends to come (those sent with
 -- stop_on_reply). A send in flight finishes; its lease keeps due_at.
+-- `due_at IS NOT NULL` holds for every message with sends to come (even in
+-- flight: the lease's end); it lets sms_messages_pending_to serve this.
 UPDATE sms_messages
 SET replied_at = now(), reply_id = :inbound_id, updated_at = now(),
     due_at = CASE WHEN lease_attempt_id IS NULL THEN NULL ELSE due_at END
 WHERE account_id = :account_id AND from_number = :number AND to_number = :phone
+  AND due_at IS NOT NULL
   AND stop_on_reply AND NOT halted AND sent_count < repeat_total
 RETURNING id;
 
@@ -26,7 +29,7 @@ RETURNING id;
 UPDATE sms_messages
 SET opted_out_at = now(), updated_at = now(),
     due_at = CASE WHEN lease_attempt_id IS NULL THEN NULL ELSE due_at END
-WHERE account_id = :account_id AND to_number = :phone
+WHERE account_id = :account_id AND to_number = :phone AND due_at IS NOT NULL
   AND NOT halted AND sent_count < repeat_total
 RETURNING id;
 

@@ -11,3 +11,7 @@ ON CONFLICT (path) DO UPDATE SET
     inode = EXCLUDED.inode,
     "offset" = CASE WHEN o.inode = EXCLUDED.inode
                     THEN greatest(o."offset", EXCLUDED."offset") ELSE EXCLUDED."offset" END;
+
+-- name: reset!
+-- The file was truncated in place: read it again from its start.
+UPDATE inbox_offsets SET "offset" = 0 WHERE path = :path AND inode = :inode;

@@ -9,9 +9,10 @@
 WITH ins AS (
     INSERT INTO sms_messages (account_id, from_number, to_number, text, body, encoding,
                               segments, repeat_total, repeat_interval, link_token,
-                              stop_on_reply, due_at)
+                              stop_on_reply, opt_out_exempt, due_at)
     SELECT :account_id, :from_number, :to_number, :text, :body, :encoding,
-           :segments, :repeat_total, :repeat_interval, :link_token, :stop_on_reply, now()
+           :segments, :repeat_total, :repeat_interval, :link_token, :stop_on_reply,
+           :ignore_opt_out, now()
     WHERE (:any_sender OR EXISTS (
                SELECT 1 FROM phone_numbers
                WHERE number = :from_number AND account_id = :account_id))
@@ -71,7 +72,12 @@ SELECT 1 FROM sms_messages WHERE link_token = :token;
 WITH due AS (
     -- Only messages whose transport (the account's, or :transport) is up on
     -- this dispatcher (:ready): the others wait instead of failing.
-    SELECT m.id, m.account_id, m.lease_attempt_id, m.sent_count, m.repeat_total, m.halted
+    SELECT m.id, m.account_id, m.lease_attempt_id, m.sent_count, m.repeat_total, m.halted,
+           -- Checked again here: a POST racing the phone's STOP may have been
+           -- stored after the STOP looked for pending sends.
+           NOT m.opt_out_exempt AND EXISTS (
+               SELECT 1 FROM opt_outs o
+               WHERE o.account_id = m.account_id AND o.phone = m.to_number) AS opted_out
     FROM sms_messages m JOIN accounts a ON a.id = m.account_id
     WHERE m.due_at <= now() AND coalesce(a.sms_transport, :transport) = ANY(:ready::text[])
     ORDER BY m.due_at
@@ -91,13 +97,15 @@ attempts AS (
     INSERT INTO sms_attempts (message_id, send_number, dispatcher, transport)
     SELECT due.id, due.sent_count + 1, :dispatcher, coalesce(a.sms_transport, :transport)
     FROM due JOIN accounts a ON a.id = due.account_id
-    WHERE NOT due.halted AND due.sent_count < due.repeat_total
+    WHERE NOT due.halted AND NOT due.opted_out AND due.sent_count < due.repeat_total
     RETURNING id, message_id, send_number, transport
 )
 UPDATE sms_messages m
 SET lease_attempt_id = attempts.id,
     due_at = CASE WHEN attempts.id IS NULL THEN NULL
                   ELSE now() + make_interval(secs => :lease_seconds) END,
+    opted_out_at = CASE WHEN due.opted_out AND NOT due.halted AND attempts.id IS NULL
+                        THEN now() ELSE m.opted_out_at END,
     updated_at = now()
 FROM due LEFT JOIN attempts ON attempts.message_id = due.id
 WHERE m.id = due.id
