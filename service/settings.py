@@ -99,8 +99,8 @@ class Settings:
     )
     webhook_retry_scale: float = field(
         default=1.0,
-        metadata={"doc": "Multiplies the retry schedule (at once, 5 s, 5 min, 30 min, 2 h, "
-                         "5 h, 10 h, 10 h); tests shorten it."},
+        metadata={"doc": "Multiplies the retry schedule (first attempt at once, retries "
+                         "after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); tests shorten it."},
     )
     webhook_disable_after: float = field(
         default=432000.0,

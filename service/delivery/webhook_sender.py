@@ -31,7 +31,7 @@ async def resolve_checked(url: str, allowed: tuple[Network, ...]) -> tuple[str, 
         try:
             infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
                 host, port, type=socket.SOCK_STREAM), 5.0)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, UnicodeError) as exc:  # UnicodeError: not a valid name
             raise RefusedUrl(f"the host {host!r} does not resolve: {exc}") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     reasons = []

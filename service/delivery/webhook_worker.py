@@ -73,6 +73,12 @@ class WebhookWorker(QueueWorker):
     async def _deliver(self, row: asyncpg.Record) -> None:
         try:
             await self._attempt(row)
+        except Exception as exc:  # e.g. a renderer's bug: an attempt that failed, not a loop
+            log.exception("webhook %s failed before sending", row["webhook_id"])
+            await self.record(
+                queries.webhook_deliveries.record, id=row["id"], attempts=row["attempts"],
+                ok=False, retry_in=retry_in(row["attempts"], self.settings.webhook_retry_scale),
+                status_code=None, error=f"{type(exc).__name__}: {exc}", latency_ms=0)
         finally:
             self.per_endpoint[row["endpoint_id"]] -= 1
             if self.per_endpoint[row["endpoint_id"]] <= 0:
@@ -90,7 +96,8 @@ class WebhookWorker(QueueWorker):
         later = None if sent.ok or not row["enabled"] else retry_in(
             row["attempts"], self.settings.webhook_retry_scale)
         await self.record(
-            queries.webhook_deliveries.record, id=row["id"], ok=sent.ok,
+            queries.webhook_deliveries.record, id=row["id"], attempts=row["attempts"],
+            ok=sent.ok,
             retry_in=later, status_code=sent.status_code, error=sent.error,
             latency_ms=sent.latency_ms)
         if sent.ok:

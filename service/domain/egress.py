@@ -30,7 +30,13 @@ def why_refused(address: Address, allowed: tuple[Network, ...]) -> str | None:
         address = address.ipv4_mapped
     if any(address in net for net in allowed):
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.sixtofour is not None:
+        # 6to4 (2002::/16) is routed to the IPv4 address it embeds.
+        embedded = why_refused(address.sixtofour, allowed)
+        if embedded is not None:
+            return f"{address} is 6to4 for {embedded}"
     for what, bad in (("loopback", address.is_loopback), ("private", address.is_private),
+                      ("site-local", getattr(address, "is_site_local", False)),
                       ("link-local", address.is_link_local),
                       ("multicast", address.is_multicast), ("reserved", address.is_reserved),
                       ("unspecified", address.is_unspecified),

@@ -589,10 +589,11 @@ def _webhook_operations() -> dict[str, dict[str, Any]]:
         }},
         "/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry": {"post": {
             "operationId": "retry_webhook_delivery", "tags": [tag],
-            "summary": "Send a delivery again (the same webhook-id), at once",
+            "summary": "Send a finished delivery again (the same webhook-id), at once",
             "parameters": [endpoint_id, delivery_id],
             "responses": {"202": _ok("Queued.", _ref("WebhookDelivery")), **_auth_errors(),
-                          "404": NOT_FOUND},
+                          "404": NOT_FOUND,
+                          "409": _error("The delivery is still pending (on its schedule).")},
         }},
     }
 

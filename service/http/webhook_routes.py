@@ -122,6 +122,11 @@ async def retry_delivery(request: Request, account: Account) -> Response:
         pool, id=_endpoint_id(request, "delivery_id"), endpoint_id=_endpoint_id(request),
         account_id=account.id)
     if row is None:
+        if await queries.webhook_deliveries.exists(
+                pool, id=_endpoint_id(request, "delivery_id"), endpoint_id=_endpoint_id(request),
+                account_id=account.id):
+            raise Refused(Reason.CONFLICT, "The delivery is still pending: it is sent on its"
+                                           " schedule")
         raise Refused(Reason.NOT_FOUND, NOT_FOUND)
     await notify_webhooks(pool)
     return JSON(webhooks.render_delivery(row), status_code=202)

@@ -29,9 +29,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 f"{item.nodeid} uses the integration fixture {name!r} of tests/conftest.py")
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="package")
 def _no_network_no_processes() -> Iterator[None]:
-    # Once for the whole layer (per test it cost a third of the run).
+    # Once for the whole layer (per test it cost a third of the run), and only for
+    # it: `pytest tests` runs the integration tests after it in the same process.
     def refuse_connect(self: socket.socket, address: Any) -> None:
         raise NotInUnitTests(f"a unit test connected a socket to {address!r}")
 

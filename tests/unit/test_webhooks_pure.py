@@ -10,6 +10,7 @@ import time
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from service.delivery.webhook_sender import resolve_checked
 from service.delivery.webhook_worker import SCHEDULE_SECONDS, retry_in
 from service.domain import webhook_signing
 from service.domain.egress import RefusedUrl, allowed_networks, split_url, why_refused
@@ -38,13 +39,15 @@ def test_secrets_differ():
 @pytest.mark.parametrize("address", [
     "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
     "224.0.0.1", "100.64.0.1", "::1", "fe80::1", "fd00::1", "fd00:ec2::254",
-    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "240.0.0.1"])
+    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "240.0.0.1",
+    "fec0::1", "2002:7f00:1::1", "2002:a9fe:a9fe::1"])  # site-local; 6to4 of internal ones
 def test_internal_addresses_are_refused(address):
     assert why_refused(ipaddress.ip_address(address), ()) is not None
 
 
 @pytest.mark.parametrize("address", ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c",
-                                     "::ffff:93.184.215.14"])  # IPv4-mapped: judged as IPv4
+                                     "::ffff:93.184.215.14",  # IPv4-mapped: judged as IPv4
+                                     "2002:5db8:d70e::1"])  # 6to4 of a public address
 def test_public_addresses_are_allowed(address):
     assert why_refused(ipaddress.ip_address(address), ()) is None
 
@@ -64,6 +67,12 @@ def test_an_allowed_network_lets_its_addresses_through_and_no_others():
 def test_only_plain_http_urls(url):
     with pytest.raises(RefusedUrl):
         split_url(url)
+
+
+async def test_a_host_that_cannot_be_a_name_is_refused_not_an_error():
+    for url in ("http://a..b/", "http://" + "a" * 64 + ".example/"):
+        with pytest.raises(RefusedUrl):
+            await resolve_checked(url, ())
 
 
 def test_url_parts():

@@ -29,7 +29,8 @@ RETURNING body;
 
 -- name: record^
 -- The outcome of one attempt: done, or due again after :retry_in seconds,
--- or failed for good when :retry_in is NULL.
+-- or failed for good when :retry_in is NULL. Only the latest attempt writes:
+-- a worker whose lease ran out and was taken over (attempts moved on) does not.
 UPDATE webhook_deliveries
 SET status = CASE WHEN :ok THEN 'succeeded'
                   WHEN :retry_in::float8 IS NULL THEN 'failed' ELSE 'pending' END,
@@ -37,7 +38,7 @@ SET status = CASE WHEN :ok THEN 'succeeded'
                            ELSE clock_timestamp() + make_interval(secs => :retry_in) END,
     last_attempt_at = clock_timestamp(), last_status_code = :status_code,
     last_error = :error, last_latency_ms = :latency_ms, updated_at = now()
-WHERE id = :id
+WHERE id = :id AND attempts = :attempts
 RETURNING status;
 
 -- name: seconds_until_due$
@@ -51,11 +52,18 @@ ORDER BY id DESC
 LIMIT :limit;
 
 -- name: retry^
--- Sends one again, at once (a new attempt of the same webhook-id).
+-- Sends a finished one (succeeded or failed) again, at once, under the same
+-- webhook-id. A pending one is left to its schedule (it may be in flight):
+-- no row, as for another account's.
 UPDATE webhook_deliveries
 SET status = 'pending', next_attempt_at = clock_timestamp(), updated_at = now()
 WHERE id = :id AND endpoint_id = :endpoint_id AND account_id = :account_id
+  AND status <> 'pending'
 RETURNING *;
+
+-- name: exists$
+SELECT EXISTS (SELECT 1 FROM webhook_deliveries
+               WHERE id = :id AND endpoint_id = :endpoint_id AND account_id = :account_id);
 
 -- name: create_test^
 INSERT INTO webhook_deliveries (endpoint_id, account_id, event_type, data, webhook_id)
