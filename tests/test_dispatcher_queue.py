@@ -104,7 +104,9 @@ async def test_expired_lease_hands_the_work_to_another_dispatcher(client, auth, 
     name = f"heir-{time.time_ns()}"
     heir = start_dispatcher(name)
     try:
-        await wait_for(lambda: "started" in heir.log(), 15, what="heir up")
+        # Connected to ARI, so claiming: "started" is logged before that, and a
+        # dispatcher that cannot send yet claims nothing, lease or no lease.
+        await wait_for(lambda: "sms: connected: sending" in heir.log(), 15, what="heir up")
         await asyncio.sleep(1.5)  # three poll intervals: the lease still holds
         assert [r["dispatcher"] for r in await attempts(pool, [message_id])] == ["ghost"]
         await pool.execute(

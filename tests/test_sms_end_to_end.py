@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import httpx
 
 from sandbox.carrier_logs import received_sms
@@ -36,8 +37,23 @@ async def send(client: httpx.AsyncClient, auth: dict[str, str], **changes: Any) 
     return response.json()
 
 
+async def attempt_times(pool, message_id: int) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT send_number, started_at, finished_at, outcome FROM sms_attempts "
+        "WHERE message_id = $1 ORDER BY id", message_id)
+
+
+def gaps(attempts: list[asyncpg.Record]) -> list[float]:
+    """Seconds between consecutive attempts' starts (the database's clock).
+    The next repeat is due repeat_interval after a send has finished, and a
+    send finishes after it started: so at least repeat_interval, however
+    slow the send or the machine."""
+    return [(b["started_at"] - a["started_at"]).total_seconds()
+            for a, b in zip(attempts, attempts[1:], strict=False)]
+
+
 async def test_spec_example_repeats_until_the_link_is_clicked(
-    client, auth, carrier, gateway, dispatcher
+    client, auth, pool, carrier, gateway, dispatcher
 ):
     console_log = gateway.dir / "log" / "messages.log"
     console_start = console_log.stat().st_size
@@ -60,6 +76,9 @@ async def test_spec_example_repeats_until_the_link_is_clicked(
     received = arrivals(carrier, sms["id"])
     assert [m["body"] for m in received[:2]] == [sms["message"]] * 2
     assert received[0]["from"] == SPEC["from"] and received[0]["to"] == SPEC["to"]
+    # A minute (one test second) apart, not all at once.
+    sent = await attempt_times(pool, sms["id"])
+    assert len(sent) >= 2 and min(gaps(sent)) >= 0.95, gaps(sent)
 
     # The person opens the link: the repeats stop.
     link = sms["message"].rsplit(" ", 1)[1]
@@ -69,19 +88,39 @@ async def test_spec_example_repeats_until_the_link_is_clicked(
     clicked = (await client.get(f"/messages/sms/{sms['id']}", headers=auth)).json()
     assert clicked["status"] == "clicked" and clicked["clicked_at"] is not None
     assert clicked["repeat"] == 0 and clicked["next_send_at"] is None
-    count = len(arrivals(carrier, sms["id"]))
-    await asyncio.sleep(2.5)  # two and a half repeat intervals
+    # Sends were still to come when the link was opened: the click stopped them.
+    assert clicked["sent_count"] < SPEC["repeat"], clicked
+    await asyncio.sleep(2.5)  # two and a half repeat intervals: nothing more is claimed
     final = (await client.get(f"/messages/sms/{sms['id']}", headers=auth)).json()
-    assert len(arrivals(carrier, sms["id"])) == count == final["sent_count"]
+    count = final["sent_count"]
+    # A repeat in flight when the link was opened may still finish; none after it.
+    assert clicked["sent_count"] <= count <= clicked["sent_count"] + 1
+    await wait_for(lambda: len(arrivals(carrier, sms["id"])) >= count, 5, what="arrivals")
+    assert len(arrivals(carrier, sms["id"])) == count
+    history = await attempt_times(pool, sms["id"])
+    assert [a["send_number"] for a in history] == list(range(1, count + 1))
+    assert min(gaps(history)) >= 0.95, gaps(history)
     # Handed to the trunk, then reported delivered by the carrier (issue 8).
-    assert [a["outcome"] for a in final["attempts"]] == ["delivered"] * count
+    reported = await wait_for(lambda: _outcomes(client, auth, sms["id"], count), 5,
+                              what="delivery reports")
+    assert reported == ["delivered"] * count
 
     # Staff on the gateway console saw one line per send, with id and destination.
-    with console_log.open() as f:
-        f.seek(console_start)
-        console = f.read()
-    lines = [ln for ln in console.splitlines() if f"'message {sms['id']} attempt" in ln]
+    def console_lines() -> list[str]:
+        with console_log.open() as f:
+            f.seek(console_start)
+            console = f.read()
+        return [ln for ln in console.splitlines() if f"'message {sms['id']} attempt" in ln]
+
+    lines = await wait_for(lambda: len(console_lines()) >= count and console_lines(), 5,
+                           what="console lines")
     assert len(lines) == count and all("SMS to +46736265449" in ln for ln in lines)
+
+
+async def _outcomes(client, auth, message_id: int, count: int) -> list[str] | None:
+    body = (await client.get(f"/messages/sms/{message_id}", headers=auth)).json()
+    outcomes = [a["outcome"] for a in body["attempts"]]
+    return outcomes if len(outcomes) == count and "sent" not in outcomes else None
 
 
 async def test_preview_fetchers_do_not_count_as_a_click(client, auth, carrier, dispatcher):
@@ -113,11 +152,23 @@ async def _status(client, auth, message_id: int, status: str) -> dict[str, Any] 
     return body if body["status"] == status else None
 
 
-async def test_unknown_link_is_a_404_page(client, api):
-    async with httpx.AsyncClient() as phone:
-        for token in ("AAAAAAAAAAA", "short", "../../etc/x"):
-            page = await phone.get(f"{api}/l/{token}", headers={"User-Agent": PHONE_UA})
-            assert page.status_code == 404
+async def test_unknown_link_is_a_404_page(client, auth, api, pool):
+    sms = await send(client, auth, repeat=2)
+    token = sms["message"].rsplit("/", 1)[1]
+    # Each target goes on the wire as written ("target"): httpx would remove
+    # the dot segments itself and only ever send /etc/x.
+    async with httpx.AsyncClient(base_url=api) as phone:
+        for target in ("/l/AAAAAAAAAAA", "/l/short", "/l/../../etc/x", "/l/..%2F..%2Fetc%2Fx",
+                       "/l/%2e%2e%2F%2e%2e%2Fetc%2Fx", "/l/..", "/l/%2e%2e", "/l/.", "/l/",
+                       f"/l/{token}/", f"/l/{token}%2F", f"/l/{token}/..", f"/l/%2e/{token}",
+                       f"/l/..%2Fl%2F{token}", f"/x/..%2Fl%2F{token}"):
+            page = await phone.get("/", headers={"User-Agent": PHONE_UA},
+                                   extensions={"target": target.encode()})
+            assert (page.status_code, page.headers.get("location")) == (404, None), target
+    # None of them reached the real link next to them.
+    assert await pool.fetchval("SELECT clicked_at FROM sms_messages WHERE id = $1",
+                               sms["id"]) is None
+    await client.delete(f"/messages/sms/{sms['id']}", headers=auth)  # no sends left over
 
 
 async def test_cancel_stops_the_repeats(client, auth, carrier, dispatcher):

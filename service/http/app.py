@@ -198,5 +198,10 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={Refused: handle_refused, HTTPException: handle_http_exception,
                             **dict.fromkeys(database.UNAVAILABLE, handle_unavailable)},
     )
+    # No 307 from "/files/x/" to "/files/x": such a redirect answered before
+    # authentication, was built from the Host header, and sent a client from
+    # "/files/..%2f" to "/files/.." (a dot segment its URL library resolves
+    # to another resource). A path that matches no route is a 404.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     return app
