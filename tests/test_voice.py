@@ -4,20 +4,30 @@ hears the uploaded file, and every call ends in a truthful outcome."""
 from __future__ import annotations
 
 import asyncio
+import io
+import itertools
 import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
+import httpx
+import numpy as np
 import pytest
+import soundfile
 
 from sandbox.carrier_logs import received_calls
+from service.store.api_keys import hash_key
 
 from .audio import analyse, tone
-from .conftest import start_dispatcher, wait_for
+from .conftest import TEST_ENV, start_dispatcher, wait_for
 
 FROM = "+46736265400"
+CARRIER_ARI = f"http://127.0.0.1:{TEST_ENV['AMIVONO_CARRIER_HTTP_PORT']}/ari"
+ARI_AUTH = ("amivono", "amivono-ari-secret")
 BUSY, NO_ANSWER, REJECT, NOWHERE = "+46700000017", "+46700000019", "+46700000021", "+46700000001"
 
 
@@ -102,6 +112,69 @@ async def test_the_far_end_hears_the_uploaded_tone(client, auth, carrier, gatewa
     assert lines and f"calling {to} to play {info['name']}" in lines[0]
 
 
+def opus(freq: float, seconds: float, rate: int = 48000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    soundfile.write(buf, 0.5 * np.sin(2 * np.pi * freq * t), rate, format="OGG",
+                    subtype="OPUS")
+    return buf.getvalue()
+
+
+async def test_an_opus_upload_is_accepted_and_plays(client, auth, carrier, caller):
+    data = opus(1250, 1.2)
+    assert data[:4] == b"OggS" and b"OpusHead" in data[:64]
+    info = await upload(client, auth, "greeting.opus", data)
+    assert (info["source_format"], info["source_rate"]) == ("OGG", 48000)
+    assert info["duration"] == pytest.approx(1.2, abs=0.05)
+    to = phone()
+    done = await final(client, auth, (await call(client, auth, to, "greeting.opus"))["id"])
+    assert done["outcome"] == "completed", done
+    [heard_call] = await wait_for(lambda: calls_to(carrier, to), 5, what="carrier call log")
+    heard = analyse(heard_call["recording"])
+    assert heard.frequency == pytest.approx(1250, abs=3), heard
+    assert heard.seconds == pytest.approx(1.2, abs=0.15), heard
+
+
+async def test_voice_attempts_are_append_only(auth, pool):
+    """A finished attempt is history: no UPDATE changes it, nor DELETE removes
+    it (nor any attempt). An attempt in progress may be filled in."""
+    account_id = await pool.fetchval("SELECT account_id FROM api_keys WHERE key_hash = $1",
+                                     hash_key(auth["Authorization"].split(" ", 1)[1]))
+    message_id = await pool.fetchval(
+        "INSERT INTO voice_messages (account_id, from_number, to_number, file_name, "
+        "outcome, canceled_at, finished_at) VALUES ($1, $2, $3, 'x.wav', 'canceled', now(), "
+        "now()) RETURNING id", account_id, FROM, phone())  # final: nobody will call it
+    open_id, done_id = [await pool.fetchval(
+        "INSERT INTO voice_attempts (message_id, dispatcher) VALUES ($1, 'test') RETURNING id",
+        message_id) for _ in range(2)]
+    await pool.execute("UPDATE voice_attempts SET answered_at = clock_timestamp() WHERE id = $1",
+                       done_id)
+    await pool.execute("UPDATE voice_attempts SET finished_at = clock_timestamp(), "
+                       "outcome = 'completed', detail = 'played' WHERE id = $1", done_id)
+    finished = await pool.fetchrow("SELECT * FROM voice_attempts WHERE id = $1", done_id)
+    try:
+        for change in ("outcome = 'failed'", "detail = 'rewritten'", "cause_code = 17",
+                       "finished_at = NULL, outcome = NULL", "answered_at = NULL"):
+            with pytest.raises(asyncpg.RaiseError, match="already final"):
+                await pool.execute(f"UPDATE voice_attempts SET {change} WHERE id = $1",
+                                   done_id)
+        for attempt_id in (done_id, open_id):
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await pool.execute("DELETE FROM voice_attempts WHERE id = $1", attempt_id)
+        with pytest.raises(asyncpg.RaiseError):  # not its identity, even in progress
+            await pool.execute("UPDATE voice_attempts SET dispatcher = 'other' WHERE id = $1",
+                               open_id)
+        assert await pool.fetchrow("SELECT * FROM voice_attempts WHERE id = $1",
+                                   done_id) == finished
+        assert await pool.fetchval("SELECT count(*) FROM voice_attempts WHERE message_id = $1",
+                                   message_id) == 2
+    finally:
+        # Closed: later tests check that no attempt is left open.
+        await pool.execute("UPDATE voice_attempts SET finished_at = clock_timestamp(), "
+                           "outcome = 'canceled' WHERE id = $1 AND finished_at IS NULL",
+                           open_id)
+
+
 @pytest.mark.parametrize(("number", "outcome", "cause"), [
     (BUSY, "busy", 17), (NO_ANSWER, "no-answer", 19), (REJECT, "rejected", 21),
     (NOWHERE, "failed", 1),
@@ -117,28 +190,56 @@ async def test_special_numbers_give_their_outcome_and_cause(
     assert [a["outcome"] for a in done["attempts"]] == [outcome]
 
 
-async def test_busy_is_retried_as_asked(client, auth, caller):
+async def test_busy_is_retried_as_asked(client, auth, caller, pool):
     await upload(client, auth, "beep.wav", tone(700, 0.5))
     created = await call(client, auth, BUSY, "beep.wav", retries=2, retry_interval=1)
     assert created["retries"] == 2 and created["retry_interval"] == 1
     done = await final(client, auth, created["id"], timeout=30)
     assert done["outcome"] == "busy" and done["attempts_made"] == 3
-    times = [a["started_at"] for a in done["attempts"]]
-    assert len(times) == 3 and times == sorted(times)
+    assert [a["outcome"] for a in done["attempts"]] == ["busy"] * 3
+    # Each retry came retry_interval (1 minute of AMIVONO_MINUTE_SECONDS=1 s)
+    # after the attempt before it ended, less a few ms (the retry is due 1 s
+    # after the finishing statement began). From the database: the API's
+    # times are whole seconds.
+    times = await pool.fetch("SELECT started_at, finished_at FROM voice_attempts "
+                             "WHERE message_id = $1 ORDER BY id", created["id"])
+    gaps = [(later["started_at"] - earlier["finished_at"]).total_seconds()
+            for earlier, later in itertools.pairwise(times)]
+    assert len(gaps) == 2 and min(gaps) >= 0.95, gaps
 
 
-async def test_cancel_while_ringing(client, auth, carrier, caller, pool):
+async def test_cancel_while_ringing_hangs_up_at_the_carrier(client, auth, carrier, caller,
+                                                           pool):
+    """Our own `canceled` flag would call it canceled even if the phone rang
+    on: the carrier's record shows the call really ended, hung up by us,
+    before the 4 s dial timeout would have ended it."""
+    caller_id = "+46736265431"  # this test's alone, to find its call at the carrier
     await upload(client, auth, "beep.wav", tone(700, 0.5))
-    created = await call(client, auth, NO_ANSWER, "beep.wav")
-    await wait_for(lambda: pool.fetchval(
-        "SELECT count(*) FROM voice_attempts WHERE message_id = $1", created["id"]),
-        10, what="call placed")
-    await asyncio.sleep(0.5)  # ringing at the carrier
+    response = await client.post("/messages/voice", headers=auth, json={
+        "from": caller_id, "to": NO_ANSWER, "file": "beep.wav"})
+    assert response.status_code == 201, response.text
+    created = response.json()
+    async with httpx.AsyncClient(auth=ARI_AUTH) as ari:
+        async def ringing() -> bool:
+            channels = (await ari.get(f"{CARRIER_ARI}/channels")).json()
+            return any(c["caller"]["number"] == caller_id for c in channels)
+        await wait_for(ringing, 10, what="the phone ringing at the carrier")
+    deleted_at = datetime.now(UTC)
     response = await client.delete(f"/messages/voice/{created['id']}", headers=auth)
     assert response.status_code == 200 and response.json()["status"] == "canceled"
-    done = await final(client, auth, created["id"], timeout=3)  # long before the 4 s timeout
+    done = await final(client, auth, created["id"], timeout=10)
     assert done["outcome"] == "canceled" and done["answered_at"] is None
     assert [a["outcome"] for a in done["attempts"]] == ["canceled"]
+
+    [rang] = await wait_for(lambda: [c for c in calls_to(carrier, NO_ANSWER)
+                                     if c["from"] == caller_id], 5, what="the carrier's record")
+    ended = datetime.fromisoformat(rang["time"])
+    started = await pool.fetchval("SELECT started_at FROM voice_attempts WHERE message_id = $1",
+                                  created["id"])
+    assert not rang["answered"]
+    # Ended after the DELETE, and before the dial timeout could have ended it
+    # (it counts from the originate, which is after the attempt started).
+    assert deleted_at < ended < started + timedelta(seconds=4), (deleted_at, ended, started)
 
 
 async def test_cancel_during_playback_hangs_up(client, auth, carrier, caller):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -22,6 +22,7 @@ from service.store.queries import queries
 
 log = logging.getLogger(__name__)
 NO_MESSAGE_PROMPT = ("vm-no", "vm-messages")  # Asterisk core prompts: "no messages"
+HEADER_TIMEOUT = 10.0  # seconds for Asterisk to send a request's headers
 
 
 def caller_number(headers: Mapping[str, str]) -> str | None:
@@ -36,10 +37,40 @@ class ReplayServer:
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self.settings = settings
         self.pool = pool
-        # panoramisk wraps sync handlers with asyncio.coroutine, gone since
-        # Python 3.11: register only `async def` handlers.
-        self.app = fast_agi.Application()
-        self.app.add_route("replay", self.replay)
+        self.app = fast_agi.Application()  # only carried by panoramisk's Request
+        self.routes: dict[str, Callable[[Any], Awaitable[None]]] = {"replay": self.replay}
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection from Asterisk. Not panoramisk's `Application.handler`:
+        it reads the request's headers in a loop that never ends, nor yields,
+        on a connection closed before they do (`read()` at EOF returns at
+        once), and one such connection froze the whole server for good. Here
+        the headers are read with a bound and a timeout, then routed as
+        panoramisk would."""
+        peer = writer.get_extra_info("peername")
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\n\n"), HEADER_TIMEOUT)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
+                    OSError) as exc:
+                log.warning("FastAGI connection from %s ended without a request (%s)", peer,
+                            type(exc).__name__)
+                return
+            lines = head[:-2].decode(errors="replace").split("\n")
+            headers = dict(line.split(": ", 1) for line in lines if ": " in line)
+            script = headers.get("agi_network_script", "")
+            route = self.routes.get(script)
+            if route is None:
+                log.error("FastAGI request from %s for unknown script %r", peer, script)
+                return
+            log.info("FastAGI request from %s for %r", peer, script)
+            try:
+                await route(fast_agi.Request(app=self.app, headers=headers, reader=reader,
+                                             writer=writer))
+            except Exception:
+                log.exception("FastAGI request %r failed", script)
+        finally:
+            writer.close()
 
     async def replay(self, request: Any) -> None:
         number = caller_number(request.headers)
@@ -67,7 +98,7 @@ class ReplayServer:
 
 async def serve(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
     server = ReplayServer(settings, pool)
-    listener = await asyncio.start_server(server.app.handler, settings.fastagi_bind,
+    listener = await asyncio.start_server(server.handle, settings.fastagi_bind,
                                           settings.fastagi_port)
     log.info("FastAGI listening on %s:%s", settings.fastagi_bind, settings.fastagi_port)
     async with listener:

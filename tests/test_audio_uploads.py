@@ -1,0 +1,95 @@
+"""Sound file limits, against an API of its own with small ones:
+AMIVONO_MAX_SOUND_SECONDS (a longer sound is 422) and
+AMIVONO_MAX_UPLOAD_BYTES (a bigger upload is 413, however it is sent)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from .audio import tone
+from .conftest import LAUNCH
+
+MAX_SECONDS = 2
+MAX_BYTES = 100_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+async def small_api(db) -> AsyncIterator[str]:
+    port = free_port()
+    proc = await LAUNCH.api("api-small-limits", port, env={
+        "AMIVONO_MAX_SOUND_SECONDS": str(MAX_SECONDS),
+        "AMIVONO_MAX_UPLOAD_BYTES": str(MAX_BYTES)})
+    yield f"http://127.0.0.1:{port}"
+    await asyncio.to_thread(proc.stop)
+
+
+@pytest.fixture
+async def small(small_api, auth) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=small_api, headers=auth, timeout=20) as c:
+        yield c
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "MP3", "FLAC"])
+async def test_a_sound_longer_than_the_limit_is_422(small, fmt):
+    name = f"long.{fmt.lower()}"
+    too_long = tone(440, MAX_SECONDS + 0.5, fmt, rate=8000)
+    assert len(too_long) < MAX_BYTES  # refused for its length, not its size
+    response = await small.put(f"/files/{name}", content=too_long)
+    assert response.status_code == 422, response.text
+    assert f"longer than {MAX_SECONDS} seconds" in response.json()["message"]
+    assert (await small.get(f"/files/{name}")).status_code == 404
+    within = await small.put(f"/files/{name}", content=tone(440, MAX_SECONDS - 0.2, fmt, rate=8000))
+    assert within.status_code == 201, within.text
+
+
+async def test_an_upload_over_the_byte_limit_is_413_with_a_length(small):
+    # Short audio (0.6 s), but 115 KB of it: the bytes are what is over.
+    big = tone(440, 0.6, rate=48000, channels=2)
+    assert len(big) > MAX_BYTES
+    response = await small.put("/files/big.wav", content=big)
+    assert response.status_code == 413, response.text
+    assert str(MAX_BYTES) in response.json()["message"]
+    assert (await small.get("/files/big.wav")).status_code == 404
+    fits = tone(440, 0.5, rate=48000, channels=2)
+    assert len(fits) <= MAX_BYTES
+    assert (await small.put("/files/big.wav", content=fits)).status_code == 201
+
+
+async def test_an_upload_over_the_byte_limit_is_413_when_streamed(small):
+    """Chunked, with no Content-Length: refused once the bytes pass the limit."""
+    big = tone(440, 0.6, rate=48000, channels=2)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 8192):
+            yield big[i:i + 8192]
+
+    response = await small.put("/files/streamed.wav", content=chunks())
+    assert response.status_code == 413, response.text
+    assert (await small.get("/files/streamed.wav")).status_code == 404
+
+
+async def test_a_declared_length_over_the_limit_is_refused_before_the_body(small_api, auth):
+    """Content-Length says 50 MB and nothing follows: the answer comes from the
+    header alone; an API that waited for the body would never answer."""
+    host, port = small_api.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write((f"PUT /files/huge.wav HTTP/1.1\r\nHost: {host}\r\n"
+                      f"Authorization: {auth['Authorization']}\r\n"
+                      "Content-Type: audio/wav\r\nContent-Length: 50000000\r\n\r\n").encode())
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"413", status_line
