@@ -111,7 +111,8 @@ class Settings:
         default=16, metadata={"doc": "Webhook deliveries in flight per dispatcher."}
     )
     webhook_per_endpoint: int = field(
-        default=4, metadata={"doc": "Webhook deliveries in flight per endpoint and dispatcher."}
+        default=4, metadata={"doc": "Webhook deliveries one claim takes per endpoint; an "
+                                    "endpoint holds fewer than twice this per dispatcher."}
     )
     # --- dispatcher --------------------------------------------------------
     minute_seconds: float = field(

@@ -64,11 +64,15 @@ class WebhookWorker(QueueWorker):
         busy = [e for e, n in self.per_endpoint.items() if n >= cap]
         # At most `cap` at a time from one claim: with those already in flight
         # an endpoint holds fewer than 2 x cap of this worker's slots.
+        asked = min(limit, cap)
         rows = await queries.webhook_deliveries.claim_due(
-            self.pool, limit=min(limit, cap), busy=busy, lease_seconds=LEASE_SECONDS)
+            self.pool, limit=asked, busy=busy, lease_seconds=LEASE_SECONDS)
         for row in rows:
             self.per_endpoint[row["endpoint_id"]] += 1
-        return len(rows), [functools.partial(self._deliver, row) for row in rows]
+        # A full claim says "more may be due" to the loop, which claims again at
+        # once only when the claim took all it was allowed.
+        taken = limit if rows and len(rows) == asked else len(rows)
+        return taken, [functools.partial(self._deliver, row) for row in rows]
 
     async def _deliver(self, row: asyncpg.Record) -> None:
         try:

@@ -1,4 +1,4 @@
-"""The named SQL statements, one file per table in `service/sql/`.
+"""The named SQL statements, one file per table in `service/store/sql/`.
 
 Each statement is reviewable where it is written; code calls it by name, for
 example `queries.sms_messages.claim_due_sends(conn, ...)`. Statements that

@@ -89,8 +89,16 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
+-- WHEN: a plain claim or finish of a send (the hot path) calls nothing.
 CREATE TRIGGER sms_messages_events AFTER UPDATE ON sms_messages
-    FOR EACH ROW EXECUTE FUNCTION sms_messages_events();
+    FOR EACH ROW WHEN (
+        (OLD.clicked_at IS NULL AND NEW.clicked_at IS NOT NULL)
+        OR (OLD.replied_at IS NULL AND NEW.replied_at IS NOT NULL)
+        OR (OLD.opted_out_at IS NULL AND NEW.opted_out_at IS NOT NULL)
+        OR (OLD.canceled_at IS NULL AND NEW.canceled_at IS NOT NULL)
+        OR (OLD.failed_at IS NULL AND NEW.failed_at IS NOT NULL)
+        OR (OLD.sent_count < OLD.repeat_total AND NEW.sent_count >= NEW.repeat_total))
+    EXECUTE FUNCTION sms_messages_events();
 
 CREATE FUNCTION sms_attempts_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -101,7 +109,8 @@ BEGIN
     RETURN NULL;
 END $$;
 CREATE TRIGGER sms_attempts_events AFTER UPDATE ON sms_attempts
-    FOR EACH ROW EXECUTE FUNCTION sms_attempts_events();
+    FOR EACH ROW WHEN (OLD.finished_at IS NULL AND NEW.outcome = 'sent')
+    EXECUTE FUNCTION sms_attempts_events();
 
 CREATE FUNCTION sms_delivery_reports_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -124,7 +133,8 @@ BEGIN
     RETURN NULL;
 END $$;
 CREATE TRIGGER voice_attempts_events AFTER UPDATE ON voice_attempts
-    FOR EACH ROW EXECUTE FUNCTION voice_attempts_events();
+    FOR EACH ROW WHEN (OLD.answered_at IS NULL AND NEW.answered_at IS NOT NULL)
+    EXECUTE FUNCTION voice_attempts_events();
 
 CREATE FUNCTION voice_messages_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -138,7 +148,8 @@ BEGIN
     RETURN NULL;
 END $$;
 CREATE TRIGGER voice_messages_events AFTER UPDATE ON voice_messages
-    FOR EACH ROW EXECUTE FUNCTION voice_messages_events();
+    FOR EACH ROW WHEN (OLD.finished_at IS NULL AND NEW.finished_at IS NOT NULL)
+    EXECUTE FUNCTION voice_messages_events();
 
 CREATE FUNCTION inbound_messages_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

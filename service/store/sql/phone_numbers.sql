@@ -13,9 +13,6 @@ RETURNING number, account_id, created_at;
 DELETE FROM phone_numbers WHERE number = :number AND account_id = :account_id
 RETURNING number;
 
--- name: owner$
-SELECT account_id FROM phone_numbers WHERE number = :number;
-
 -- name: list_for_account
 SELECT number, created_at FROM phone_numbers
 WHERE account_id = :account_id

@@ -17,12 +17,9 @@ RETURNING f.*, (SELECT stem FROM old) AS old_stem;
 -- name: get^
 SELECT * FROM sound_files WHERE account_id = :account_id AND name = :name;
 
--- name: lock^
--- Taken FOR SHARE by a voice message being created and FOR UPDATE (lock_for_delete)
--- by a delete, so the two never cross.
-SELECT * FROM sound_files WHERE account_id = :account_id AND name = :name FOR SHARE;
-
 -- name: lock_for_delete^
+-- A delete takes the file FOR UPDATE; a voice message being created reads it
+-- FOR SHARE in its own insert (voice_messages.sql create), so the two never cross.
 SELECT * FROM sound_files WHERE account_id = :account_id AND name = :name FOR UPDATE;
 
 -- name: list_for_account
