@@ -13,7 +13,6 @@ changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import os
@@ -27,7 +26,7 @@ from service.domain.delivery_receipts import NotAReceipt, parse_receipt
 from service.domain.phone_numbers import InvalidNumber, parse_e164
 from service.settings import Settings
 from service.store import inbound_messages
-from service.store.database import OUTAGE
+from service.store.database import through_outages
 from service.store.queries import queries
 from service.telephony.ari import AriClient, AriError
 
@@ -169,14 +168,10 @@ class InboundSms:
         await self._console("AMIVONO_REPORT", line)
 
     async def _write(self, write: Callable[[], Any]) -> Any:
-        """Through short database outages: the carrier was already answered."""
-        for delay in (0.0, 0.5, 2.0, 5.0, 10.0):
-            await asyncio.sleep(delay)
-            try:
-                return await write()
-            except OUTAGE as exc:
-                log.warning("inbound SMS: writing failed: %s", exc)
-        raise RuntimeError("inbound SMS: the database stayed away; this one is lost")
+        """Through short database outages (the carrier was already answered);
+        one that lasts is left to the inbox replay."""
+        return await through_outages(write, "inbound SMS: writing",
+                                     (0.0, 0.5, 2.0, 5.0, 10.0))
 
     async def _console(self, variable: str, line: str) -> None:
         # One readable line on the gateway console, as for outbound sends.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from service.settings import Settings
-from service.store.database import OUTAGE
+from service.store.database import OUTAGE, OutageLasted, through_outages
 
 if TYPE_CHECKING:  # the ARI client (aiohttp) is only carried here
     from service.telephony.ari import AriClient
@@ -162,11 +162,9 @@ class QueueWorker:
         """Run a statement that records an outcome, retrying through short
         database outages; if it still fails, the lease expires and the next
         claim closes the attempt as 'unknown'."""
-        for delay in (0.0, 0.5, 2.0, 5.0):
-            await asyncio.sleep(delay)
-            try:
-                return await statement(self.pool, **params)
-            except OUTAGE as exc:
-                log.warning("%s: recording failed: %s", self.kind, exc)
-        log.error("%s: could not record %s; its lease will expire", self.kind, params)
-        return None
+        try:
+            return await through_outages(lambda: statement(self.pool, **params),
+                                         f"{self.kind}: recording")
+        except OutageLasted:
+            log.error("%s: could not record %s; its lease will expire", self.kind, params)
+            return None

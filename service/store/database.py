@@ -7,13 +7,17 @@ starting at once apply each exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Anything a named statement runs on: a pool, a connection, or a pooled one.
 Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
@@ -26,6 +30,23 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # ("cannot switch to state 12; another operation is in progress").
 OUTAGE: tuple[type[BaseException], ...] = (
     OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+class OutageLasted(Exception):
+    """The database stayed away through every retry of through_outages."""
+
+
+async def through_outages(write: Callable[[], Awaitable[T]], what: str,
+                          delays: tuple[float, ...] = (0.0, 0.5, 2.0, 5.0)) -> T:
+    """Run `write`, retrying through a short database outage (logged each
+    time); OutageLasted when it outlasts the delays."""
+    for delay in delays:
+        await asyncio.sleep(delay)
+        try:
+            return await write()
+        except OUTAGE as exc:
+            log.warning("%s failed: %s", what, exc)
+    raise OutageLasted(what)
+
+
 # The part of an outage that means "the database cannot be reached now" (the
 # API answers 503 with Retry-After); other PostgreSQL errors are bugs (500).
 UNAVAILABLE: tuple[type[BaseException], ...] = (

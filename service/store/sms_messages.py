@@ -68,7 +68,9 @@ async def create(
         ignore_opt_out=ignore_opt_out,
     )
     if row is None:
-        if await queries.sms_messages.refusal(conn, **checks) == FieldCode.NOT_OWNED:
+        if not await queries.phone_numbers.owns(
+                conn, account_id=account_id, from_number=req.from_number,
+                any_sender=checks["any_sender"]):
             raise validation_failed([not_owned(RESOURCE, req.from_number)])
         raise validation_failed([FieldError(
             RESOURCE, "to", FieldCode.OPTED_OUT,

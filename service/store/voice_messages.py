@@ -45,7 +45,7 @@ async def create(conn: asyncpg.Connection, account_id: int, req: VoiceRequest,
         conn, **checks, to_number=req.to_number, file_name=req.file_name,
         retries=req.retries, retry_interval=req.retry_interval)
     if row is None:
-        if await queries.voice_messages.refusal(conn, **checks) == FieldCode.NOT_OWNED:
+        if not await queries.phone_numbers.owns(conn, **checks):
             raise validation_failed([not_owned(RESOURCE, req.from_number)])
         raise validation_failed([FieldError(
             RESOURCE, "file", FieldCode.INVALID,

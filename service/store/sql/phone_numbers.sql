@@ -13,6 +13,12 @@ RETURNING number, account_id, created_at;
 DELETE FROM phone_numbers WHERE number = :number AND account_id = :account_id
 RETURNING number;
 
+-- name: owns$
+-- Whether the account may send from :from_number (always under :any_sender):
+-- asked only when a create inserted nothing, to say why.
+SELECT :any_sender OR EXISTS (
+    SELECT 1 FROM phone_numbers WHERE number = :from_number AND account_id = :account_id);
+
 -- name: list_for_account
 SELECT number, created_at FROM phone_numbers
 WHERE account_id = :account_id

@@ -5,7 +5,7 @@
 -- 'queued' and due now (by the view's definition), so the API answers from
 -- this one statement. No row when the sender is not the account's own
 -- (unless :any_sender) or the phone opted out of the account's SMS (unless
--- :ignore_opt_out, for the opt-out's own confirmation); `refusal` says which.
+-- :ignore_opt_out, for the opt-out's own confirmation); `phone_numbers.owns` tells which.
 WITH ins AS (
     INSERT INTO sms_messages (account_id, from_number, to_number, text, body, encoding,
                               segments, repeat_total, repeat_interval, link_token,
@@ -21,15 +21,6 @@ WITH ins AS (
     RETURNING *
 )
 SELECT ins.*, 'queued'::text AS status, ins.due_at AS next_send_at FROM ins;
-
--- name: refusal$
--- Why create inserted nothing: 'not_owned' (the sender) or 'opted_out' (the phone).
-SELECT CASE
-    WHEN NOT (:any_sender OR EXISTS (
-             SELECT 1 FROM phone_numbers
-             WHERE number = :from_number AND account_id = :account_id)) THEN 'not_owned'
-    ELSE 'opted_out'
-END;
 
 -- name: get^
 SELECT * FROM sms_message_view WHERE id = :id AND account_id = :account_id;
@@ -73,6 +64,7 @@ WITH due AS (
     -- Only messages whose transport (the account's, or :transport) is up on
     -- this dispatcher (:ready): the others wait instead of failing.
     SELECT m.id, m.account_id, m.lease_attempt_id, m.sent_count, m.repeat_total, m.halted,
+           coalesce(a.sms_transport, :transport) AS transport,
            -- Checked again here: a POST racing the phone's STOP may have been
            -- stored after the STOP looked for pending sends.
            NOT m.opt_out_exempt AND EXISTS (
@@ -95,8 +87,8 @@ abandoned AS (
 attempts AS (
     -- The account's own transport if it chose one, else the dispatcher's default.
     INSERT INTO sms_attempts (message_id, send_number, dispatcher, transport)
-    SELECT due.id, due.sent_count + 1, :dispatcher, coalesce(a.sms_transport, :transport)
-    FROM due JOIN accounts a ON a.id = due.account_id
+    SELECT due.id, due.sent_count + 1, :dispatcher, due.transport
+    FROM due
     WHERE NOT due.halted AND NOT due.opted_out AND due.sent_count < due.repeat_total
     RETURNING id, message_id, send_number, transport
 )

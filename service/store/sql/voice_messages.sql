@@ -4,7 +4,7 @@
 -- Inserts the message only if the account has the file, and returns it as
 -- voice_message_view shows it (a new row is 'queued' and due now), so the API
 -- answers from this one statement; no row when there is no such file or the
--- sender is not the account's (unless :any_sender): `refusal` says which. The
+-- sender is not the account's (unless :any_sender): `phone_numbers.owns` tells which. The
 -- file is read FOR SHARE: a concurrent DELETE of it waits for us, then sees
 -- this message and refuses.
 WITH file AS (
@@ -24,15 +24,6 @@ WITH file AS (
 SELECT ins.*, 'queued'::text AS status, ins.due_at AS next_attempt_at,
        NULL::float8 AS duration
 FROM ins;
-
--- name: refusal$
--- Why create inserted nothing: 'not_owned' (the sender) or 'invalid' (no such file).
-SELECT CASE
-    WHEN NOT (:any_sender OR EXISTS (
-             SELECT 1 FROM phone_numbers
-             WHERE number = :from_number AND account_id = :account_id)) THEN 'not_owned'
-    ELSE 'invalid'
-END;
 
 -- name: get^
 SELECT * FROM voice_message_view WHERE id = :id AND account_id = :account_id;
