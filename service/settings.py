@@ -48,6 +48,34 @@ class Settings:
     rate_limit_per_hour: int = field(
         default=5000, metadata={"doc": "Default requests per hour per account."}
     )
+    auth_failure_burst: int = field(
+        default=20,
+        metadata={"doc": "Failed authentications a client address may make at once before "
+                         "429 (refilled at AMIVONO_AUTH_FAILURES_PER_MINUTE)."},
+    )
+    auth_failures_per_minute: float = field(
+        default=30.0,
+        metadata={"doc": "Failed authentications per minute a client address may go on making."},
+    )
+    http_header_seconds: float = field(
+        default=10.0,
+        metadata={"doc": "A request's line and headers must arrive within this (408 after)."},
+    )
+    http_body_seconds: float = field(
+        default=10.0,
+        metadata={"doc": "Grace before a request body must keep up the rate below (408 after)."},
+    )
+    http_body_bytes_per_second: float = field(
+        default=4096.0,
+        metadata={"doc": "Least average rate of a request body after its grace."},
+    )
+    http_idle_seconds: int = field(
+        default=5, metadata={"doc": "An idle kept-alive connection is closed after this."}
+    )
+    http_max_connections: int = field(
+        default=1000,
+        metadata={"doc": "Open connections per API process; more are answered 503 and closed."},
+    )
     max_repeat: int = field(default=100, metadata={"doc": "Largest allowed `repeat`."})
     default_repeat_interval: int = field(
         default=60, metadata={"doc": "`repeat_interval` (minutes) when `repeat` is given alone."}

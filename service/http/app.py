@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.domain.auth_throttle import AuthThrottle
 from service.domain.refusals import Refused
 from service.http import (
     docs_page,
@@ -204,4 +205,6 @@ def create_app(settings: Settings) -> Starlette:
     # to another resource). A path that matches no route is a 404.
     app.router.redirect_slashes = False
     app.state.settings = settings
+    app.state.auth_throttle = AuthThrottle(settings.auth_failure_burst,
+                                           settings.auth_failures_per_minute)
     return app

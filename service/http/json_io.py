@@ -10,8 +10,9 @@ from urllib.parse import urlencode
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from service.domain.auth_throttle import AuthThrottle
 from service.domain.refusals import FieldError, Reason, Refused
-from service.store.api_keys import Account
+from service.store.api_keys import Account, active_key_hashes, bearer_token, hash_key
 from service.store.rate_limit import admit
 
 MAX_BODY_BYTES = 64 * 1024
@@ -27,12 +28,35 @@ class JSON(JSONResponse):
 
 
 def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Resolve the Bearer key, count the request, and put rate-limit headers on the answer."""
+    """Resolve the Bearer key, count the request, and put rate-limit headers on the
+    answer; a client address that keeps failing authentication is throttled."""
 
     async def endpoint(request: Request) -> Response:
         state = request.app.state
-        account, rate = await admit(state.pool, request.headers.get("authorization"),
-                                    state.settings.rate_limit_per_hour)
+        authorization = request.headers.get("authorization")
+        throttle: AuthThrottle = state.auth_throttle
+        address = request.client.host if request.client else ""
+        token = bearer_token(authorization)
+        key_hash = hash_key(token) if token is not None else None
+        wait = throttle.retry_after(address, key_hash)
+        if wait is not None and throttle.should_load_active(key_hash):
+            throttle.know_active(await active_key_hashes(state.pool))
+            wait = throttle.retry_after(address, key_hash)
+        if wait is not None:
+            # Answered without a query of its own: a guesser costs almost nothing.
+            raise Refused(Reason.RATE_LIMITED,
+                          "Too many failed authentications from this address; "
+                          f"retry after {wait} s", headers={"Retry-After": str(wait)})
+        try:
+            account, rate = await admit(state.pool, authorization,
+                                        state.settings.rate_limit_per_hour)
+        except Refused as refused:
+            # Only a wrong key costs a query; a missing one is refused for free.
+            if refused.reason is Reason.UNAUTHORIZED and token is not None:
+                throttle.failed(address)
+            raise
+        if key_hash is not None:
+            throttle.succeeded(key_hash)
         request.state.rate_limit_headers = rate.headers()
         response = await handler(request, account)
         response.headers.update(rate.headers())

@@ -73,10 +73,13 @@ async def _dispatcher(settings: Settings, stop: asyncio.Event) -> None:
 
 def _server(settings: Settings) -> uvicorn.Server:
     from service.http.app import create_app
+    from service.http.connection_limits import ConnectionLimits, LimitedHttpProtocol
 
+    LimitedHttpProtocol.limits = ConnectionLimits.from_settings(settings)
     config = uvicorn.Config(
         create_app(settings), host=settings.api_host, port=settings.api_port,
-        log_level="warning", access_log=False, lifespan="on")
+        log_level="warning", access_log=False, lifespan="on", http=LimitedHttpProtocol,
+        timeout_keep_alive=settings.http_idle_seconds)
     return uvicorn.Server(config)
 
 
@@ -117,12 +120,16 @@ async def _run_all(settings: Settings, api: bool, dispatcher: bool,
 def cmd_run(args: argparse.Namespace) -> None:
     settings = _settings()
     if args.api and not args.dispatcher and not args.fastagi and settings.api_workers > 1:
-        # Several API processes on one port: uvicorn's supervisor forks them.
+        # Several API processes on one port: uvicorn's supervisor forks them;
+        # each reads the connection limits from the environment.
+        from service.http.connection_limits import LimitedHttpProtocol
+
         asyncio.run(database.ensure_database(settings.database_url))
         asyncio.run(database.migrate(settings.database_url))
         uvicorn.run("service.http.app:create_app_from_env", factory=True, host=settings.api_host,
                     port=settings.api_port, workers=settings.api_workers,
-                    log_level="warning", access_log=False)
+                    log_level="warning", access_log=False, http=LimitedHttpProtocol,
+                    timeout_keep_alive=settings.http_idle_seconds)
         return
     asyncio.run(_run_all(_settings(), api=args.api, dispatcher=args.dispatcher,
                          fastagi=args.fastagi))

@@ -39,6 +39,10 @@ async def create_key(pool: asyncpg.Pool, account_name: str) -> str:
     return key
 
 
+async def active_key_hashes(pool: asyncpg.Pool) -> frozenset[bytes]:
+    return frozenset(row["key_hash"] for row in await queries.api_keys.active_key_hashes(pool))
+
+
 def bearer_token(header: str | None) -> str | None:
     if not header:
         return None

@@ -13,3 +13,7 @@ ORDER BY k.id;
 UPDATE api_keys SET revoked_at = now()
 WHERE id = :id AND revoked_at IS NULL
 RETURNING id;
+
+-- name: active_key_hashes
+-- What the failed-authentication throttle lets through a throttled address.
+SELECT key_hash FROM api_keys WHERE revoked_at IS NULL;
