@@ -169,6 +169,19 @@ class Settings:
     max_sound_seconds: float = field(
         default=600.0, metadata={"doc": "Longest sound file accepted, in seconds."}
     )
+    max_sound_rate: int = field(
+        default=96000,
+        metadata={"doc": "Highest sample rate of an upload, Hz (422 above, read from its "
+                         "header before decoding)."},
+    )
+    max_sound_channels: int = field(
+        default=8, metadata={"doc": "Most channels an upload may have (422 above)."}
+    )
+    max_concurrent_uploads: int = field(
+        default=2,
+        metadata={"doc": "Uploads read and decoded at once per API process; one more is "
+                         "503 with Retry-After."},
+    )
     dial_timeout: int = field(
         default=30, metadata={"doc": "Seconds a voice call may ring before it is no-answer."}
     )

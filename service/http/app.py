@@ -204,4 +204,5 @@ def create_app(settings: Settings) -> Starlette:
     # to another resource). A path that matches no route is a 404.
     app.router.redirect_slashes = False
     app.state.settings = settings
+    app.state.upload_slots = asyncio.Semaphore(max(1, settings.max_concurrent_uploads))
     return app
