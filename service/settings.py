@@ -55,6 +55,18 @@ class Settings:
     max_repeat_interval: int = field(
         default=10080, metadata={"doc": "Largest `repeat_interval` in minutes (one week)."}
     )
+    # --- destination guards (voice and SMS) ----------------------------------
+    allowed_countries: str = field(
+        default="SE",
+        metadata={"doc": "Countries (ISO 3166 codes, space-separated) an account may send "
+                         "to unless `amivono keys countries` sets its own; empty: every "
+                         "country."},
+    )
+    destination_cap_per_hour: int = field(
+        default=30,
+        metadata={"doc": "Messages (SMS and voice) one account may create to one number "
+                         "per hour; 429 above (0: no cap)."},
+    )
     # --- two-way SMS --------------------------------------------------------
     sender_policy: str = field(
         default="owned",

@@ -42,6 +42,9 @@ TEST_ENV = {
     # Webhook receivers run on loopback; retries come in milliseconds, not hours.
     "AMIVONO_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
     "AMIVONO_WEBHOOK_RETRY_SCALE": "0.002",
+    # Load tests send far more than 30 an hour to one number; the cap has its
+    # own API in tests/test_destination_guards.py.
+    "AMIVONO_DESTINATION_CAP_PER_HOUR": "0",
 }
 os.environ.update(TEST_ENV)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.domain.destinations import refused_type
 from service.domain.phone_numbers import InvalidNumber, parse_e164
 from service.domain.refusals import FieldError, validation_failed
 from service.domain.statuses import FieldCode
@@ -36,7 +37,14 @@ def numbers(resource: str, body: dict[str, Any], errors: list[FieldError]) -> di
             out[name] = parse_e164(body[name])
         except InvalidNumber as exc:
             errors.append(FieldError(resource, name, "invalid", f"{name} {exc}"))
+    if "to" in out and (why := refused_type(out["to"])):
+        errors.append(destination_not_allowed(resource, f"{out['to']} is {why}"))
     return out
+
+
+def destination_not_allowed(resource: str, why: str) -> FieldError:
+    return FieldError(resource, "to", FieldCode.DESTINATION_NOT_ALLOWED,
+                      f"{why}: messages may not be sent there")
 
 
 def not_owned(resource: str, number: str) -> FieldError:

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.domain.destinations import parse_countries
 from service.domain.refusals import Refused
 from service.http import (
     docs_page,
@@ -130,6 +131,8 @@ def create_app_from_env() -> Starlette:
 
 
 def create_app(settings: Settings) -> Starlette:
+    # A mistyped AMIVONO_ALLOWED_COUNTRIES stops the start, not every send.
+    parse_countries([settings.allowed_countries])
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The schema is migrated once by the command that starts the process
