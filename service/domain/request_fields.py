@@ -11,6 +11,15 @@ from service.domain.refusals import FieldError, validation_failed
 from service.domain.statuses import FieldCode
 
 
+class HugeInteger(float):
+    """An integer in a JSON body too long to convert (the HTTP side's parser
+    keeps it as this, an infinity, so it still serialises): out of range for
+    any integer field, and of the wrong type for any other."""
+
+
+HUGE_INTEGER = HugeInteger("inf")
+
+
 def require_object(resource: str, body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise validation_failed(
@@ -70,6 +79,10 @@ def int_field(resource: str, body: dict[str, Any], name: str, low: int, high: in
     """An optional integer field from `low` to `high`."""
     value = body.get(name)
     if value is None:
+        return None
+    if isinstance(value, HugeInteger):
+        errors.append(FieldError(resource, name, "out_of_range",
+                                 f"{name} must be between {low} and {high}"))
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # JSON has one number type: 3.0 is the integer 3
