@@ -105,25 +105,38 @@ def _open_source(data: bytes) -> soundfile.SoundFile:
         raise Refused(Reason.INVALID, f"the audio could not be decoded: {exc}") from None
 
 
-class _Output:
-    """One playable format, written block by block through its own resampler."""
+class _Outputs:
+    """Every playable format, written block by block: one streaming resampler
+    per target rate (u-law and A-law share theirs), one writer per format."""
 
-    def __init__(self, path: Path, source_rate: int, target_rate: int, container: str,
-                 subtype: str) -> None:
-        self.path = path
-        self.file = soundfile.SoundFile(path, "w", samplerate=target_rate, channels=1,
-                                        format=container, subtype=subtype)
-        self.stream = (None if source_rate == target_rate else
-                       soxr.ResampleStream(source_rate, target_rate, 1, dtype="float32",
-                                           quality="HQ"))
+    def __init__(self, folder: Path, stem: str, source_rate: int) -> None:
+        self.paths: list[Path] = []
+        self.files: list[tuple[int, soundfile.SoundFile]] = []
+        self.streams: dict[int, soxr.ResampleStream | None] = {}
+        for ext, (target_rate, container, subtype) in FORMATS.items():
+            path = folder / f".{stem}.{ext}.tmp"
+            self.paths.append(path)
+            self.files.append((target_rate, soundfile.SoundFile(
+                path, "w", samplerate=target_rate, channels=1, format=container,
+                subtype=subtype)))
+            if target_rate not in self.streams:
+                self.streams[target_rate] = (
+                    None if source_rate == target_rate else
+                    soxr.ResampleStream(source_rate, target_rate, 1, dtype="float32",
+                                        quality="HQ"))
 
     def write(self, mono: np.ndarray, last: bool = False) -> None:
-        out = mono if self.stream is None else self.stream.resample_chunk(mono, last=last)
-        if len(out):
-            self.file.write(np.clip(out, -1.0, 1.0))
+        for target_rate, stream in self.streams.items():
+            out = mono if stream is None else stream.resample_chunk(mono, last=last)
+            if len(out):
+                out = np.clip(out, -1.0, 1.0)
+                for rate, file in self.files:
+                    if rate == target_rate:
+                        file.write(out)
 
     def close(self) -> None:
-        self.file.close()
+        for _, file in self.files:
+            file.close()
 
 
 def convert(data: bytes, folder: Path, limits: Limits) -> Converted:
@@ -132,44 +145,42 @@ def convert(data: bytes, folder: Path, limits: Limits) -> Converted:
     _check_wav_complete(data)
     stem = uuid.uuid4().hex
     folder.mkdir(parents=True, exist_ok=True)
-    outputs: list[_Output] = []
+    outputs: _Outputs | None = None
     try:
         with _open_source(data) as source:
             fmt, rate = source.format, source.samplerate
             check_header(source.channels, rate, source.frames, limits)
             max_frames = int(limits.seconds * rate)
-            for ext, (target_rate, container, subtype) in FORMATS.items():
-                outputs.append(_Output(folder / f".{stem}.{ext}.tmp", rate, target_rate,
-                                       container, subtype))
+            outputs = _Outputs(folder, stem, rate)
             frames = 0
             try:
-                # A plain read loop: it ends at the first empty read. Reads stop at
-                # the declared length; the count guards a decoder that would not.
+                # A plain read loop: it ends at the first empty read. libsndfile
+                # stops at the declared length; the count guards a decoder that
+                # would read past it.
                 while len(block := source.read(BLOCK_FRAMES, dtype="float32",
                                                always_2d=True)):
                     frames += len(block)
-                    if frames > max_frames:  # the header understated its length
+                    if frames > max_frames:
                         raise Refused(Reason.INVALID, "the audio is longer than "
                                                       f"{limits.seconds:g} seconds")
                     mono = block.mean(axis=1, dtype=np.float32)
                     if not np.isfinite(mono).all():
                         raise Refused(Reason.INVALID, "the audio contains invalid samples")
-                    for output in outputs:
-                        output.write(mono)
+                    outputs.write(mono)
             except (RuntimeError, ValueError) as exc:  # LibsndfileError is a RuntimeError
                 raise Refused(Reason.INVALID, f"the audio could not be decoded: {exc}") from None
         if frames / rate < MIN_SECONDS:
             raise Refused(Reason.INVALID, f"the audio is shorter than {MIN_SECONDS} seconds")
-        for output in outputs:
-            output.write(np.zeros(0, dtype=np.float32), last=True)
-            output.close()
-        for output, ext in zip(outputs, FORMATS, strict=True):
+        outputs.write(np.zeros(0, dtype=np.float32), last=True)
+        outputs.close()
+        for path, ext in zip(outputs.paths, FORMATS, strict=True):
             # Asterisk may open the file at any moment: it only ever sees it whole.
-            os.replace(output.path, folder / f"{stem}.{ext}")
+            os.replace(path, folder / f"{stem}.{ext}")
     except BaseException:
-        for output in outputs:
-            output.close()
-            output.path.unlink(missing_ok=True)
+        if outputs is not None:
+            outputs.close()
+        for path in folder.glob(f".{stem}.*.tmp"):  # also those of a half-made _Outputs
+            path.unlink(missing_ok=True)
         remove(folder, stem)
         raise
     return Converted(stem, round(frames * 1000 / rate), fmt, rate, list(FORMATS))
