@@ -22,7 +22,10 @@ async def check(conn: Executor, account_id: int, to_number: str, settings: Setti
     """Refused (422) when the account may not send to `to_number`'s country,
     (429, Retry-After) when it has had its messages to it for this hour. In
     the creating transaction: the count holds until it commits."""
-    await queries.accounts.lock_destination(conn, account_id=account_id, to_number=to_number)
+    cap = settings.destination_cap_per_hour
+    if cap:  # no cap, nothing to count exactly: no lock
+        await queries.accounts.lock_destination(conn, account_id=account_id,
+                                                to_number=to_number)
     row = await queries.accounts.destination_check(conn, account_id=account_id,
                                                    to_number=to_number)
     stored = row["allowed_countries"]
@@ -31,7 +34,6 @@ async def check(conn: Executor, account_id: int, to_number: str, settings: Setti
         raise validation_failed([destination_not_allowed(
             resource, f"{to_number} is in {country(to_number)}; this account may send to "
                       f"{' '.join(allowed)} only")])
-    cap = settings.destination_cap_per_hour
     if cap and row["last_hour"] >= cap:
         message = (f"Destination cap reached: at most {cap} messages per hour from this "
                    f"account to {to_number}")
