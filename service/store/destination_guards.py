@@ -27,7 +27,7 @@ async def check(conn: Executor, account_id: int, to_number: str, settings: Setti
         await queries.accounts.lock_destination(conn, account_id=account_id,
                                                 to_number=to_number)
     row = await queries.accounts.destination_check(conn, account_id=account_id,
-                                                   to_number=to_number)
+                                                   to_number=to_number, cap=cap)
     stored = row["allowed_countries"]
     allowed = parse_countries([settings.allowed_countries]) if stored is None else list(stored)
     if not country_allowed(to_number, allowed):

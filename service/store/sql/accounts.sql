@@ -31,14 +31,19 @@ SELECT pg_advisory_xact_lock(hashtextextended(:to_number, :account_id));
 -- name: destination_check^
 -- The account's country list and its messages to :to_number over the last
 -- hour (SMS and voice), with the seconds until the oldest of them leaves it.
+-- At most :cap rows are read from each table (none when the cap is off): the
+-- answer only needs to say whether the cap is reached, and the work stays
+-- bounded however many messages went to the number.
 WITH recent AS (
-    SELECT created_at FROM sms_messages
-    WHERE account_id = :account_id AND to_number = :to_number
-      AND created_at > now() - interval '1 hour'
+    (SELECT created_at FROM sms_messages
+     WHERE account_id = :account_id AND to_number = :to_number
+       AND created_at > now() - interval '1 hour'
+     ORDER BY created_at LIMIT :cap)
     UNION ALL
-    SELECT created_at FROM voice_messages
-    WHERE account_id = :account_id AND to_number = :to_number
-      AND created_at > now() - interval '1 hour'
+    (SELECT created_at FROM voice_messages
+     WHERE account_id = :account_id AND to_number = :to_number
+       AND created_at > now() - interval '1 hour'
+     ORDER BY created_at LIMIT :cap)
 )
 SELECT a.allowed_countries,
        (SELECT count(*) FROM recent) AS last_hour,
