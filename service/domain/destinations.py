@@ -12,6 +12,7 @@ other GMSS networks) and 882 (international networks, Thuraya among them).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import phonenumbers
@@ -26,6 +27,9 @@ SATELLITE_CODES = frozenset({870, 881, 882})
 NON_GEOGRAPHIC = "001"  # phonenumbers' region for +800, +870, +979 and such
 
 
+# Cached like phone_numbers._parse: phonenumbers' metadata lookups are costly
+# on the accept path, and the same numbers come again and again.
+@functools.lru_cache(maxsize=65536)
 def refused_type(number: str) -> str | None:
     """Why `number` (validated E.164) may not be a destination, or None."""
     parsed = phonenumbers.parse(number, None)
@@ -34,6 +38,7 @@ def refused_type(number: str) -> str | None:
     return REFUSED_TYPES.get(phonenumbers.number_type(parsed))
 
 
+@functools.lru_cache(maxsize=65536)
 def country(number: str) -> str:
     """ISO 3166 code of `number`'s country ("001" when it has none)."""
     region = phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
