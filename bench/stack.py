@@ -54,6 +54,8 @@ BENCH_ENV = {
     "AMIVONO_SMS_INBOX": "/var/lib/amivono/inbox-bench/sms-inbox.log",
     # The black-hole webhook of bench/sms_end_to_end.py listens on loopback.
     "AMIVONO_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    # The benches send thousands to one number: no hourly cap per destination.
+    "AMIVONO_DESTINATION_CAP_PER_HOUR": "0",
 }
 os.environ.update(BENCH_ENV)
 # `service` and `sandbox` (asterisk/sandbox), also without the editable install.

@@ -21,13 +21,13 @@ Amivono is starting on $base. Demo API key (account "demo"):
 Send the spec's SMS, repeated every minute until its link is opened:
 
   curl -si $base/messages/sms -H "Authorization: Bearer \$AMIVONO_KEY" \\
-       -d '{"from": "+46736265400", "to": "+46736265449", "message": "This is an sms message.", "repeat": 10, "repeat_interval": 1}'
+       -H "Content-Type: application/json" -d '{"from": "+46736265400", "to": "+46736265449", "message": "This is an sms message.", "repeat": 10, "repeat_interval": 1}'
 
 Upload the demo alert and call a phone with it (the carrier simulator answers):
 
   .venv/bin/amivono files upload emergency.mp3 sounds/emergency.mp3 --key \$AMIVONO_KEY
   curl -si $base/messages/voice -H "Authorization: Bearer \$AMIVONO_KEY" \\
-       -d '{"from": "+46736265400", "to": "+46736265449", "file": "emergency.mp3"}'
+       -H "Content-Type: application/json" -d '{"from": "+46736265400", "to": "+46736265449", "file": "emergency.mp3"}'
 
 The phone answers (a reply ends the repeats; STOP opts it out):
 

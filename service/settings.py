@@ -83,6 +83,18 @@ class Settings:
     max_repeat_interval: int = field(
         default=10080, metadata={"doc": "Largest `repeat_interval` in minutes (one week)."}
     )
+    # --- destination guards (voice and SMS) ----------------------------------
+    allowed_countries: str = field(
+        default="SE",
+        metadata={"doc": "Countries (ISO 3166 codes, space-separated) an account may send "
+                         "to unless `amivono keys countries` sets its own; empty: every "
+                         "country."},
+    )
+    destination_cap_per_hour: int = field(
+        default=30,
+        metadata={"doc": "Messages (SMS and voice) one account may create to one number "
+                         "per hour; 429 above (0: no cap)."},
+    )
     # --- two-way SMS --------------------------------------------------------
     sender_policy: str = field(
         default="owned",
@@ -196,6 +208,19 @@ class Settings:
     )
     max_sound_seconds: float = field(
         default=600.0, metadata={"doc": "Longest sound file accepted, in seconds."}
+    )
+    max_sound_rate: int = field(
+        default=96000,
+        metadata={"doc": "Highest sample rate of an upload, Hz (422 above, read from its "
+                         "header before decoding)."},
+    )
+    max_sound_channels: int = field(
+        default=8, metadata={"doc": "Most channels an upload may have (422 above)."}
+    )
+    max_concurrent_uploads: int = field(
+        default=2,
+        metadata={"doc": "Uploads read and decoded at once per API process; one more is "
+                         "503 with Retry-After."},
     )
     dial_timeout: int = field(
         default=30, metadata={"doc": "Seconds a voice call may ring before it is no-answer."}

@@ -1,11 +1,14 @@
 """Sound file limits, against an API of its own with small ones:
-AMIVONO_MAX_SOUND_SECONDS (a longer sound is 422) and
-AMIVONO_MAX_UPLOAD_BYTES (a bigger upload is 413, however it is sent)."""
+AMIVONO_MAX_SOUND_SECONDS (a longer sound is 422),
+AMIVONO_MAX_UPLOAD_BYTES (a bigger upload is 413, however it is sent),
+AMIVONO_MAX_SOUND_RATE and _CHANNELS (422 from the header, before decoding)
+and AMIVONO_MAX_CONCURRENT_UPLOADS (one more is 503 with Retry-After)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from collections.abc import AsyncIterator
 
 import httpx
@@ -16,6 +19,8 @@ from .conftest import LAUNCH
 
 MAX_SECONDS = 2
 MAX_BYTES = 100_000
+MAX_RATE = 48000
+MAX_CHANNELS = 2
 
 
 def free_port() -> int:
@@ -29,7 +34,10 @@ async def small_api(db) -> AsyncIterator[str]:
     port = free_port()
     proc = await LAUNCH.api("api-small-limits", port, env={
         "AMIVONO_MAX_SOUND_SECONDS": str(MAX_SECONDS),
-        "AMIVONO_MAX_UPLOAD_BYTES": str(MAX_BYTES)})
+        "AMIVONO_MAX_UPLOAD_BYTES": str(MAX_BYTES),
+        "AMIVONO_MAX_SOUND_RATE": str(MAX_RATE),
+        "AMIVONO_MAX_SOUND_CHANNELS": str(MAX_CHANNELS),
+        "AMIVONO_MAX_CONCURRENT_UPLOADS": "1"})
     yield f"http://127.0.0.1:{port}"
     await asyncio.to_thread(proc.stop)
 
@@ -93,3 +101,61 @@ async def test_a_declared_length_over_the_limit_is_refused_before_the_body(small
     finally:
         writer.close()
     assert status_line.split()[1] == b"413", status_line
+
+
+def flac_claiming(seconds: float, claimed_frames: int, rate: int = 8000) -> bytes:
+    """A FLAC of `seconds` whose STREAMINFO declares `claimed_frames` (0: unknown)."""
+    data = bytearray(tone(440, seconds, "FLAC", rate=rate))
+    assert data[:4] == b"fLaC"
+    # STREAMINFO starts at byte 8; its total-samples field is the low 36 bits
+    # of the 8 bytes at offset 10.
+    packed = struct.unpack(">Q", bytes(data[18:26]))[0] & ~((1 << 36) - 1)
+    data[18:26] = struct.pack(">Q", packed | claimed_frames)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("audio", "said"), [
+    (tone(440, 0.5, "FLAC", rate=8000, channels=MAX_CHANNELS + 1),
+     f"3 channels; at most {MAX_CHANNELS} allowed"),
+    (tone(440, 0.5, "FLAC", rate=96000), f"96000 Hz; at most {MAX_RATE} Hz allowed"),
+    (flac_claiming(1.0, 0), "does not declare its length"),
+    (flac_claiming(1.0, 8000 * (MAX_SECONDS + 1)), "longer than"),
+])
+async def test_what_the_header_declares_beyond_a_limit_is_422(small, audio, said):
+    response = await small.put("/files/declared.flac", content=audio)
+    assert response.status_code == 422, response.text
+    assert said in response.json()["message"]
+    assert (await small.get("/files/declared.flac")).status_code == 404
+
+
+async def test_a_header_that_overstates_its_length_is_422(small):
+    response = await small.put("/files/liar.flac", content=flac_claiming(1.0, 8000 * 2 - 80))
+    assert response.status_code == 422, response.text
+    assert "could not be decoded" in response.json()["message"]
+
+
+async def test_an_upload_while_the_slots_are_full_is_503_with_retry_after(small):
+    audio = tone(440, 1.0, rate=8000)
+    sent_half, finish = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield audio[:len(audio) // 2]
+        sent_half.set()
+        await finish.wait()
+        yield audio[len(audio) // 2:]
+
+    first = asyncio.create_task(small.put("/files/first.wav", content=slow()))
+    await asyncio.wait_for(sent_half.wait(), 10)
+    # The one slot is held while the first body is read; poll until the API has it.
+    for _ in range(100):
+        second = await small.put("/files/second.wav", content=audio)
+        if second.status_code == 503:
+            break
+        await asyncio.sleep(0.05)
+    assert second.status_code == 503, second.text
+    assert second.headers["Retry-After"] == "5"
+    assert second.json() == {"message": "Too many uploads in progress; retry later"}
+    finish.set()
+    assert (await asyncio.wait_for(first, 20)).status_code == 201
+    again = await small.put("/files/second.wav", content=audio)
+    assert again.status_code == 201, again.text

@@ -119,14 +119,19 @@ async def test_docs_page_shows_every_path(client):
 # Refusals of valid-looking data for rules the document states in words because JSON
 # Schema cannot express them: a number valid for its country (libphonenumber), the SMS
 # length in GSM-7 septets or UCS-2 units (and its link cost with `repeat`), a message
-# that is only white space (Python's idea of it) or holds NUL, a file this account has
+# that is only white space (Python's idea of it), has no visible character or holds NUL,
+# a destination the guards refuse, a file this account has
 # uploaded, and an Idempotency-Key used earlier with another body. Anything else 422 is
 # still a failure of positive_data_acceptance.
 RULES_BEYOND_THE_SCHEMA: dict[tuple[str, str], tuple[str, ...]] = {
     **{(number, "invalid"): ("is not a valid number for its country", "is not a phone number",
                              "must be written in E.164 form") for number in ("from", "to")},
     ("message", "too_long"): ("septets in GSM-7", "UCS-2 characters in UCS-2"),
-    ("message", "invalid"): ("must not be empty", "contains NUL"),
+    ("message", "invalid"): ("must not be empty", "contains NUL", "has no visible character"),
+    # The destination guards: the number's type (libphonenumber) and the account's countries.
+    ("to", "destination_not_allowed"): ("is a premium-rate", "is a satellite",
+                                        "is a shared-cost", "of unknown type",
+                                        "this account may send to"),
     ("file", "invalid"): ("no uploaded file named",),
     ("Idempotency-Key", "invalid"): ("already used with a different request body",),
     # A webhook URL's host must resolve, to a public address (or an allowed network).
@@ -137,7 +142,8 @@ RULES_BEYOND_THE_SCHEMA: dict[tuple[str, str], tuple[str, ...]] = {
 # PUT /files: the body's schema is "bytes"; whether they are decodable audio of the
 # right length is for libsndfile to say (415 not audio, 422 unusable audio).
 AUDIO_TEXTS = ("not a supported audio file", "truncated", "could not be decoded",
-               "shorter than", "longer than", "request body is empty", "invalid samples")
+               "shorter than", "longer than", "request body is empty", "invalid samples",
+               "channels; at most", "Hz allowed", "does not declare its length")
 
 
 def refused_beyond_the_schema(response: schemathesis.Response) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from sandbox.carrier_logs import received_sms
 from sandbox.instances import Instance
@@ -202,3 +203,14 @@ async def test_single_sms_without_repeat_has_no_link(client, auth, carrier, disp
     assert done["sent_count"] == 1 and done["last_sent_at"] is not None
     completed = await client.delete(f"/messages/sms/{sms['id']}", headers=auth)
     assert completed.status_code == 409
+
+
+@pytest.mark.parametrize("text", ["Line one\nline two\n", "Ends in CRLF\r\n", "Tab end\t",
+                                  "\nLeading break"])
+async def test_the_text_sent_is_the_text_stored(client, auth, carrier, dispatcher, text):
+    """Trailing line breaks do not survive the SIP path; the API removes them
+    before storing, so what GET shows is byte for byte what the phone gets."""
+    sms = await send(client, auth, repeat=None, repeat_interval=None, message=text)
+    received = await wait_for(lambda: arrivals(carrier, sms["id"]), 10, what="arrival")
+    stored = (await client.get(f"/messages/sms/{sms['id']}", headers=auth)).json()["message"]
+    assert received[0]["body"] == stored == sms["message"]

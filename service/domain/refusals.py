@@ -22,6 +22,7 @@ class Reason(StrEnum):
     UNSUPPORTED_MEDIA = "unsupported_media"  # not a kind of body we take
     INVALID = "invalid"                      # read, but refused on its content
     RATE_LIMITED = "rate_limited"            # over the account's allowance
+    BUSY = "busy"                            # no capacity for it now; retry later
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.domain.destinations import refused_type
 from service.domain.phone_numbers import InvalidNumber, parse_e164
 from service.domain.refusals import FieldError, validation_failed
 from service.domain.statuses import FieldCode
+
+
+class HugeInteger(float):
+    """An integer in a JSON body too long to convert (the HTTP side's parser
+    keeps it as this, an infinity, so it still serialises): out of range for
+    any integer field, and of the wrong type for any other."""
+
+
+HUGE_INTEGER = HugeInteger("inf")
 
 
 def require_object(resource: str, body: Any) -> dict[str, Any]:
@@ -36,7 +46,14 @@ def numbers(resource: str, body: dict[str, Any], errors: list[FieldError]) -> di
             out[name] = parse_e164(body[name])
         except InvalidNumber as exc:
             errors.append(FieldError(resource, name, "invalid", f"{name} {exc}"))
+    if "to" in out and (why := refused_type(out["to"])):
+        errors.append(destination_not_allowed(resource, f"{out['to']} is {why}"))
     return out
+
+
+def destination_not_allowed(resource: str, why: str) -> FieldError:
+    return FieldError(resource, "to", FieldCode.DESTINATION_NOT_ALLOWED,
+                      f"{why}: messages may not be sent there")
 
 
 def not_owned(resource: str, number: str) -> FieldError:
@@ -62,6 +79,10 @@ def int_field(resource: str, body: dict[str, Any], name: str, low: int, high: in
     """An optional integer field from `low` to `high`."""
     value = body.get(name)
     if value is None:
+        return None
+    if isinstance(value, HugeInteger):
+        errors.append(FieldError(resource, name, "out_of_range",
+                                 f"{name} must be between {low} and {high}"))
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # JSON has one number type: 3.0 is the integer 3

@@ -57,7 +57,13 @@ def parse_sms_request(body: Any, settings: Settings) -> SmsRequest:
         errors.append(FieldError(RESOURCE, "message", "invalid", "message must not be empty"))
     elif "\x00" in text:
         errors.append(FieldError(RESOURCE, "message", "invalid", "message contains NUL"))
+    elif not sms_text.has_visible(text):
+        errors.append(FieldError(
+            RESOURCE, "message", "invalid",
+            "message has no visible character (only spaces, line breaks, zero-width "
+            "or other invisible characters)"))
     else:
+        text = sms_text.normalise(text)
         measured = sms_text.measure(text)
         limit = sms_text.SINGLE_LIMIT[measured.encoding]
         reason = ""

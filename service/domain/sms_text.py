@@ -9,6 +9,7 @@ Multilingual Plane (most emoji) takes two code units.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 GSM7_BASIC = frozenset(
@@ -47,3 +48,28 @@ def measure(text: str, encoding: str | None = None) -> Encoded:
     if encoding == GSM7:
         return Encoded(GSM7, sum(2 if c in GSM7_EXTENSION else 1 for c in text))
     return Encoded(UCS2, len(text.encode("utf-16-le")) // 2)
+
+
+# Letters that render as nothing: Hangul fillers and the blank Braille cell.
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+VISIBLE_CATEGORIES = ("L", "N", "P", "S")
+
+
+def has_visible(text: str) -> bool:
+    """True when some character of `text` shows: a letter, digit, punctuation
+    mark or symbol (Unicode categories L, N, P, S), other than the blank ones
+    above. Spaces and separators (Z), controls, format characters such as the
+    zero-width space and joiners (Cc, Cf), private-use and unassigned code
+    points (Co, Cn) and combining marks (M) alone do not."""
+    return any(unicodedata.category(c)[0] in VISIBLE_CATEGORIES and c not in BLANK_LETTERS
+               for c in text)
+
+
+# Line breaks at the end of a text do not survive the way to the phone (the
+# SIP MESSAGE path drops them): they are removed before the text is stored.
+TRAILING_BREAKS = "\r\n"
+
+
+def normalise(text: str) -> str:
+    """The text as it will be stored and sent."""
+    return text.rstrip(TRAILING_BREAKS)

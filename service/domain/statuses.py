@@ -133,6 +133,8 @@ class FieldCode(StrEnum):
     UNKNOWN_FIELD = "unknown_field"  # a field the resource does not take
     NOT_OWNED = "not_owned"          # `from` is not one of the account's numbers
     OPTED_OUT = "opted_out"          # `to` sent STOP to the account
+    DESTINATION_NOT_ALLOWED = "destination_not_allowed"  # `to`'s type or country is refused
+    DESTINATION_CAP = "destination_cap"  # `to` had its messages for this hour (429)
 
 
 def values(enum: type[StrEnum]) -> list[str]:

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 from service.domain.auth_throttle import AuthThrottle
+from service.domain.destinations import parse_countries
 from service.domain.refusals import Refused
 from service.http import (
     docs_page,
@@ -121,6 +122,44 @@ class CountAccepted:
         await self.app(scope, receive, counting_send)
 
 
+# On every HTML page (the tracked link's page, /docs): no script, no outside
+# resource, no framing (clickjacking the link page), no referrer to carry the
+# link's token. Inline styles only, which both pages use.
+HTML_SECURITY_HEADERS = [
+    (b"content-security-policy",
+     b"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+     b"form-action 'none'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class SecurityHeaders:
+    """`X-Content-Type-Options: nosniff` on every response, and the headers
+    above on every text/html one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                content_type = next((v for k, v in headers if k.lower() == b"content-type"),
+                                    b"")
+                if content_type.lower().startswith(b"text/html"):
+                    headers.extend(HTML_SECURITY_HEADERS)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def link_route_path(settings: Settings) -> str:
     return urlsplit(settings.link_base_url).path.rstrip("/") + "/{token}"
 
@@ -131,6 +170,8 @@ def create_app_from_env() -> Starlette:
 
 
 def create_app(settings: Settings) -> Starlette:
+    # A mistyped AMIVONO_ALLOWED_COUNTRIES stops the start, not every send.
+    parse_countries([settings.allowed_countries])
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The schema is migrated once by the command that starts the process
@@ -181,9 +222,11 @@ def create_app(settings: Settings) -> Starlette:
         Route(f"{hook}/deliveries/{{delivery_id:id}}/retry",
               authenticated(hooks.retry_delivery), methods=["POST"]),
         Route("/files", authenticated(files.list_files), methods=["GET"]),
-        Route("/files/{name}", authenticated(files.put_file), methods=["PUT"]),
-        Route("/files/{name}", authenticated(files.get_file), methods=["GET"]),
-        Route("/files/{name}", authenticated(files.delete_file), methods=["DELETE"]),
+        # `path`: a name with a (decoded) slash in it, such as "%2e%2e%2f",
+        # still reaches the name check and is 422, not an unknown route.
+        Route("/files/{name:path}", authenticated(files.put_file), methods=["PUT"]),
+        Route("/files/{name:path}", authenticated(files.get_file), methods=["GET"]),
+        Route("/files/{name:path}", authenticated(files.delete_file), methods=["DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
@@ -195,7 +238,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(CountAccepted)],
+        middleware=[Middleware(SecurityHeaders), Middleware(CountAccepted)],
         exception_handlers={Refused: handle_refused, HTTPException: handle_http_exception,
                             **dict.fromkeys(database.UNAVAILABLE, handle_unavailable)},
     )
@@ -207,4 +250,5 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.auth_throttle = AuthThrottle(settings.auth_failure_burst,
                                            settings.auth_failures_per_minute)
+    app.state.upload_slots = asyncio.Semaphore(max(1, settings.max_concurrent_uploads))
     return app

@@ -21,6 +21,7 @@ STATUS: dict[Reason, int] = {
     Reason.UNSUPPORTED_MEDIA: 415,
     Reason.INVALID: 422,
     Reason.RATE_LIMITED: 429,
+    Reason.BUSY: 503,
 }
 
 

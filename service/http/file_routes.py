@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -72,16 +73,41 @@ def file_name_param(request: Request) -> str:
     return name
 
 
+RETRY_AFTER_BUSY = 5  # seconds
+
+
+def sound_limits(settings: Settings) -> sound_files.Limits:
+    return sound_files.Limits(settings.max_sound_seconds, settings.max_sound_rate,
+                              settings.max_sound_channels)
+
+
 async def put_file(request: Request, account: Account) -> Response:
     state = request.app.state
     settings: Settings = state.settings
     name = file_name_param(request)
-    data = await read_body(request, settings.max_upload_bytes)
-    if not data:
-        raise Refused(Reason.INVALID, "The request body is empty: send the audio file as the body")
-    folder = sound_files.account_folder(settings.sounds_dir, account.id)
-    # Refused (415, 422) when it is not audio we can use.
-    converted = await sound_files.convert_async(data, folder, settings.max_sound_seconds)
+    # At most max_concurrent_uploads bodies held and decoded at once in this
+    # process; one more is refused at once (503, Retry-After), not queued.
+    slots: asyncio.Semaphore = state.upload_slots
+    if slots.locked():
+        raise Refused(Reason.BUSY, "Too many uploads in progress; retry later",
+                      headers={"Retry-After": str(RETRY_AFTER_BUSY)})
+    await slots.acquire()
+    try:
+        data = await read_body(request, settings.max_upload_bytes)
+        if not data:
+            raise Refused(Reason.INVALID,
+                          "The request body is empty: send the audio file as the body")
+        folder = sound_files.account_folder(settings.sounds_dir, account.id)
+        # Refused (415, 422) when it is not audio we can use.
+        decoding = asyncio.ensure_future(
+            sound_files.convert_async(data, folder, sound_limits(settings)))
+    except BaseException:
+        slots.release()
+        raise
+    # The slot is freed when the decoding thread ends, even if this request is
+    # cancelled first (a thread cannot be stopped).
+    decoding.add_done_callback(lambda _: slots.release())
+    converted = await asyncio.shield(decoding)
     try:
         row = await queries.sound_files.upsert(
             state.pool, account_id=account.id, name=name, stem=converted.stem,

@@ -128,7 +128,9 @@ async def create_once(request: Request, account: Account, resource: str, path: s
     pool = request.app.state.pool
     key = request.headers.get(HEADER)
     if key is None:
-        async with pool.acquire() as conn:
+        # A transaction all the same: the destination guard's lock
+        # (store/destination_guards.py) holds until the message is committed.
+        async with pool.acquire() as conn, conn.transaction():
             out, location = await create(conn)
         return _json(out, 201, {"Location": location})
     check_key(key, resource)

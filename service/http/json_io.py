@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from service.domain.auth_throttle import AuthThrottle
 from service.domain.refusals import FieldError, Reason, Refused
+from service.domain.request_fields import HUGE_INTEGER
 from service.store.api_keys import Account, active_key_hashes, bearer_token, hash_key
 from service.store.rate_limit import admit
 
@@ -83,13 +84,62 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# Integers in a JSON body longer than this are kept as HugeInteger, never
+# converted: Python refuses to convert more than 4,300 digits (a 500), and no
+# field of the API takes anything near this long.
+MAX_JSON_INT_DIGITS = 100
+
+
+def _parse_int(text: str) -> int | float:
+    if len(text) > MAX_JSON_INT_DIGITS:
+        return HUGE_INTEGER
+    return int(text)
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            # Which of the two counts differs between parsers: refuse both.
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def check_json_content_type(request: Request) -> None:
+    """415 unless the body is declared JSON in UTF-8: `application/json` or
+    `application/<x>+json`, with no parameter but `charset=utf-8`. No
+    Content-Type at all is taken as JSON (some clients send none)."""
+    header = request.headers.get("content-type")
+    if header is None:
+        return
+    media, *params = (part.strip() for part in header.split(";"))
+    media = media.lower()
+    json_type = media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json"))
+    charset_ok = all(p.lower().replace(" ", "").replace('"', "") == "charset=utf-8"
+                     for p in params if p)
+    if not (json_type and charset_ok):
+        raise Refused(Reason.UNSUPPORTED_MEDIA,
+                      "Unsupported Content-Type: send application/json in UTF-8")
+
+
 async def read_json(request: Request) -> Any:
+    check_json_content_type(request)
     raw = await read_body(request, MAX_BODY_BYTES)
     try:
-        value = json.loads(raw)
+        # Decoded as UTF-8 first: json.loads(bytes) would also take UTF-16 and -32.
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys,
+                           parse_int=_parse_int)
         # A lone surrogate escape ("\ud800") parses but is no Unicode text: nothing
         # could measure, store or echo it back in an error.
         json.dumps(value, ensure_ascii=False).encode()
+    except DuplicateKey as exc:
+        raise Refused(Reason.BAD_REQUEST, f"Problems parsing JSON: duplicate key {exc}") from None
     except (ValueError, UnicodeError, RecursionError):  # RecursionError: absurd nesting
         raise Refused(Reason.BAD_REQUEST, "Problems parsing JSON") from None
     return value

@@ -113,6 +113,19 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                 "message": {"type": "string", "description": "A readable explanation."},
             },
         },
+        "LimitError": {
+            "type": "object",
+            "description": "429: over the account's requests per hour (message only), or"
+                           " over the hourly cap per destination (with the field `to`,"
+                           " code `destination_cap`).",
+            "required": ["message"],
+            "additionalProperties": False,
+            "properties": {
+                "message": {"type": "string", "description": "What went wrong, with the"
+                            " limit."},
+                "errors": {"type": "array", "minItems": 1, "items": _ref("FieldError")},
+            },
+        },
         "ValidationError": {
             "type": "object",
             "description": "422: the request was understood but a field is wrong.",
@@ -340,7 +353,13 @@ NOT_FOUND = _error(
     "No such resource for this account (another account's is not found either), or a path"
     " the routes do not take (such as an id that is not a number), which the router answers"
     " before authentication, without rate-limit headers.", rate_limited=False)
-INVALID_JSON = _error("The body is not JSON (or not UTF-8 / valid Unicode).")
+INVALID_JSON = _error("The body is not JSON (or not UTF-8 / valid Unicode), or an object in"
+                      " it repeats a key.")
+UNSUPPORTED_JSON = _error(
+    "The Content-Type is not JSON in UTF-8: application/json or application/*+json, with"
+    " no parameter but charset=utf-8 (no Content-Type at all is read as JSON).")
+RETRY_AFTER: Schema = {"required": True, "schema": {"type": "integer", "minimum": 1},
+                       "description": "Seconds to wait before trying again."}
 TOO_LARGE_JSON = _error(
     f"The body is larger than {json_io.MAX_BODY_BYTES} bytes.")
 
@@ -413,9 +432,17 @@ def _message_operations(kind: str, title: str, noun: str, request: str, item: st
                     **_auth_errors(),
                     "409": conflict,
                     "413": TOO_LARGE_JSON,
+                    "415": UNSUPPORTED_JSON,
                     "422": _validation(
-                        "A field is missing or wrong, an unknown field was sent, or the"
-                        f" {idempotency.HEADER} was used with another body."),
+                        "A field is missing or wrong, an unknown field was sent, the"
+                        f" {idempotency.HEADER} was used with another body, or the"
+                        " destination guards refuse `to` (code destination_not_allowed:"
+                        " a premium-rate, shared-cost, satellite or unknown-type number, or"
+                        " a country the account may not send to)."),
+                    "429": _error(
+                        "Over the account's requests per hour, or over the cap of messages"
+                        " per hour from the account to this `to` (code destination_cap).",
+                        schema=_ref("LimitError"), headers={"Retry-After": RETRY_AFTER}),
                 },
             },
             "get": {
@@ -537,7 +564,7 @@ def _webhook_operations() -> dict[str, dict[str, Any]]:
                     "201": _ok("Created.", _ref("WebhookCreated"),
                                {"Location": LOCATION_HEADER}),
                     "400": INVALID_JSON, **_auth_errors(), "413": TOO_LARGE_JSON,
-                    "422": invalid,
+                    "415": UNSUPPORTED_JSON, "422": invalid,
                 },
             },
             "get": {
@@ -558,7 +585,8 @@ def _webhook_operations() -> dict[str, dict[str, Any]]:
                 "parameters": [endpoint_id],
                 "requestBody": {"required": True, "content": _json(_ref("WebhookPatch"))},
                 "responses": {"200": one, "400": INVALID_JSON, **_auth_errors(),
-                              "404": NOT_FOUND, "413": TOO_LARGE_JSON, "422": invalid},
+                              "404": NOT_FOUND, "413": TOO_LARGE_JSON,
+                              "415": UNSUPPORTED_JSON, "422": invalid},
             },
             "delete": {
                 "operationId": "delete_webhook", "tags": [tag], "summary": "Remove an endpoint",
@@ -623,12 +651,15 @@ def _file_operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 "tags": [tag],
                 "summary": "Upload or replace a sound file",
                 "description":
-                    "The body is the audio file itself (WAV, MP3, OGG/Vorbis, Opus, FLAC; any"
-                    " rate and channel count); the Content-Type is not relied on. It is"
-                    " decoded once, mixed to mono and stored as 8 kHz u-law and A-law and"
-                    f" 16 kHz WAV. At most {settings.max_upload_bytes} bytes, and"
+                    "The body is the audio file itself (WAV, MP3, OGG/Vorbis, Opus, FLAC);"
+                    " the Content-Type is not relied on. It is decoded once, in blocks,"
+                    " mixed to mono and stored as 8 kHz u-law and A-law and"
+                    f" 16 kHz WAV. At most {settings.max_upload_bytes} bytes,"
                     f" {sound_files.MIN_SECONDS} to {settings.max_sound_seconds:g} seconds"
-                    " of audio.",
+                    f" of audio, at most {settings.max_sound_rate} Hz and"
+                    f" {settings.max_sound_channels} channels (read from the header before"
+                    " decoding). At most"
+                    f" {settings.max_concurrent_uploads} uploads at once per API process.",
                 "parameters": [FILE_NAME_PARAM],
                 "requestBody": {
                     "required": True,
@@ -648,8 +679,11 @@ def _file_operations(settings: Settings) -> dict[str, dict[str, Any]]:
                     "422": _error(
                         "An invalid name (a validation error), or audio that cannot be"
                         " used: an empty body, a truncated WAV, audio that cannot be decoded,"
-                        " shorter or longer than allowed (a plain message).",
+                        " shorter or longer than allowed, a sample rate or channel count"
+                        " over the limits, no declared length (a plain message).",
                         schema={"oneOf": [_ref("ValidationError"), _ref("Error")]}),
+                    "503": _error("Too many uploads in progress in this API process.",
+                                  headers={"Retry-After": RETRY_AFTER}),
                 },
             },
             "get": {

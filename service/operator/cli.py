@@ -184,6 +184,32 @@ def cmd_keys_transport(args: argparse.Namespace) -> None:
     print(f"{row['name']}: SMS via {row['sms_transport'] or 'the default transport'}")
 
 
+def cmd_keys_countries(args: argparse.Namespace) -> None:
+    from service.domain.destinations import parse_countries
+    from service.store.queries import queries
+
+    if args.default and (args.any or args.countries):
+        raise SystemExit("--default takes no countries and no --any")
+    if args.any and args.countries:
+        raise SystemExit("--any takes no countries")
+    if not (args.default or args.any or args.countries):
+        raise SystemExit("give countries (SE NO ...), --any or --default")
+    try:
+        chosen = None if args.default else [] if args.any else parse_countries(args.countries)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    row = _operate(lambda op: queries.accounts.set_allowed_countries(
+        op.pool, name=args.account, allowed_countries=chosen))
+    if row is None:
+        raise SystemExit(f"no account {args.account!r}")
+    countries = row["allowed_countries"]
+    if countries is None:
+        shown = f"the default (AMIVONO_ALLOWED_COUNTRIES: {_settings().allowed_countries!r})"
+    else:
+        shown = " ".join(countries) or "every country"
+    print(f"{row['name']}: sends to {shown}")
+
+
 def _operate(work: Callable[[Operator], Awaitable[T]]) -> T:
     """Run one async piece of work with an Operator (a pool, the settings)."""
     from service.operator.commands import Operator
@@ -200,7 +226,7 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
 
     emit(_operate(lambda op: op.keys()), args.json,
          ["id", "account", "prefix", "created_at", "revoked_at", "rate_limit_per_hour",
-          "sms_transport"])
+          "sms_transport", "allowed_countries"])
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> None:
@@ -379,6 +405,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("account")
     p.add_argument("transport", choices=["ari-pjsip", "dongle-ami", "default"])
     p.set_defaults(func=cmd_keys_transport)
+    p = keys.add_parser("countries", help="set the countries ACCOUNT may send to")
+    p.add_argument("account")
+    p.add_argument("countries", nargs="*", help="ISO 3166 codes, such as SE NO")
+    p.add_argument("--any", action="store_true", help="every country")
+    p.add_argument("--default", action="store_true",
+                   help="clear: follow AMIVONO_ALLOWED_COUNTRIES again")
+    p.set_defaults(func=cmd_keys_countries)
 
     messages = sub.add_parser("messages", help="SMS and voice messages").add_subparsers(
         dest="messages_command", required=True)

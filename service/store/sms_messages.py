@@ -32,6 +32,7 @@ from service.domain.statuses import (
 from service.domain.timestamps import iso
 from service.domain.tracked_links import link_for, new_token
 from service.settings import Settings
+from service.store import destination_guards
 from service.store.database import Executor
 from service.store.queries import queries
 
@@ -49,6 +50,8 @@ async def create(
     """Store the message; return it as the API shows it (no attempts yet).
     Refused when `from` is not the account's (under the `owned` sender
     policy) or `to` opted out of the account's SMS."""
+    if not ignore_opt_out:  # not for the gateway's own answer to STOP/HELP
+        await destination_guards.check(conn, account_id, req.to_number, settings, RESOURCE)
     token = new_token() if req.tracked else None
     body = f"{req.text} {link_for(settings.link_base_url, token)}" if token else req.text
     measured = sms_text.measure(body)

@@ -1,7 +1,8 @@
 """Sound files: uploaded audio, converted once to what Asterisk plays as is.
 
-Uploads in any format libsndfile reads (WAV, MP3, OGG/Vorbis/Opus, FLAC, at
-any rate and channel count) are mixed to mono, resampled with soxr, and
+Uploads in any format libsndfile reads (WAV, MP3, OGG/Vorbis/Opus, FLAC, up
+to the rate, channel and duration limits, checked on the header before any
+decoding) are decoded in blocks, mixed to mono, resampled with soxr, and
 written as raw G.711 u-law and A-law at 8 kHz (played on a G.711 trunk with
 no transcoding at all) and as 16 kHz WAV (`.wav16`, for wideband trunks).
 The original is never played, and nothing is decoded at call time.
@@ -58,58 +59,136 @@ def _check_wav_complete(data: bytes) -> None:
     raise Refused(Reason.INVALID, "the WAV file is truncated: no audio data chunk")
 
 
-def decode(data: bytes, max_seconds: float) -> tuple[np.ndarray, int, str]:
-    """Mono float samples, their rate, and the source format's name."""
-    _check_wav_complete(data)
+@dataclass(frozen=True)
+class Limits:
+    """What an upload may declare and contain (the AMIVONO_MAX_SOUND_* settings)."""
+
+    seconds: float
+    rate: int
+    channels: int
+
+
+# Frames decoded at a time: at 8 channels of float32, 1 MB per block, so one
+# upload's memory is its bytes plus a few blocks, whatever its header claims.
+BLOCK_FRAMES = 32768
+UNKNOWN_FRAMES = 2**63 - 1
+
+
+def check_header(channels: int, rate: int, frames: int, limits: Limits) -> None:
+    """Refuse (422) what the container declares beyond the limits, before any
+    sample is decoded. The declared frames may lie: decoding counts as well."""
+    if not 1 <= channels <= limits.channels:
+        raise Refused(Reason.INVALID, f"the audio has {channels} channels; "
+                                      f"at most {limits.channels} allowed")
+    if not 1 <= rate <= limits.rate:
+        raise Refused(Reason.INVALID, f"the audio's sample rate is {rate} Hz; "
+                                      f"at most {limits.rate} Hz allowed")
+    if frames >= UNKNOWN_FRAMES:
+        # libsndfile says SF_COUNT_MAX when the container does not tell (a FLAC
+        # written to a pipe), and then fails to read its end.
+        raise Refused(Reason.INVALID, "the audio does not declare its length "
+                                      "(a stream-written FLAC?); re-encode it to a file")
+    if frames / rate > limits.seconds:
+        raise Refused(Reason.INVALID, f"the audio is longer than {limits.seconds:g} seconds")
+
+
+def _open_source(data: bytes) -> soundfile.SoundFile:
     try:
-        with soundfile.SoundFile(io.BytesIO(data)) as f:
-            fmt, rate = f.format, f.samplerate
-            if f.frames and f.frames / rate > max_seconds:
-                raise Refused(Reason.INVALID, f"the audio is longer than {max_seconds:g} seconds")
-            samples = f.read(dtype="float32", always_2d=True)
+        return soundfile.SoundFile(io.BytesIO(data))
     except soundfile.LibsndfileError as exc:
+        # error_string, not str(exc): that one names the Python object it read from.
         raise Refused(
             Reason.UNSUPPORTED_MEDIA,
-                f"not a supported audio file (WAV, MP3, OGG, Opus, FLAC): {exc}") from None
+            f"not a supported audio file (WAV, MP3, OGG, Opus, FLAC): {exc.error_string}",
+        ) from None
     except (RuntimeError, ValueError) as exc:
         raise Refused(Reason.INVALID, f"the audio could not be decoded: {exc}") from None
-    mono = samples.mean(axis=1)
-    seconds = len(mono) / rate
-    if seconds < MIN_SECONDS:
-        raise Refused(Reason.INVALID, f"the audio is shorter than {MIN_SECONDS} seconds")
-    if seconds > max_seconds:
-        raise Refused(Reason.INVALID, f"the audio is longer than {max_seconds:g} seconds")
-    if not np.isfinite(mono).all():
-        raise Refused(Reason.INVALID, "the audio contains invalid samples")
-    return mono, rate, fmt
 
 
-def convert(data: bytes, folder: Path, max_seconds: float) -> Converted:
-    """Decode `data` and write every playable format into `folder`."""
-    mono, rate, fmt = decode(data, max_seconds)
+class _Outputs:
+    """Every playable format, written block by block: one streaming resampler
+    per target rate (u-law and A-law share theirs), one writer per format."""
+
+    def __init__(self, folder: Path, stem: str, source_rate: int) -> None:
+        self.paths: list[Path] = []
+        self.files: list[tuple[int, soundfile.SoundFile]] = []
+        self.streams: dict[int, soxr.ResampleStream | None] = {}
+        for ext, (target_rate, container, subtype) in FORMATS.items():
+            path = folder / f".{stem}.{ext}.tmp"
+            self.paths.append(path)
+            self.files.append((target_rate, soundfile.SoundFile(
+                path, "w", samplerate=target_rate, channels=1, format=container,
+                subtype=subtype)))
+            if target_rate not in self.streams:
+                self.streams[target_rate] = (
+                    None if source_rate == target_rate else
+                    soxr.ResampleStream(source_rate, target_rate, 1, dtype="float32",
+                                        quality="HQ"))
+
+    def write(self, mono: np.ndarray, last: bool = False) -> None:
+        for target_rate, stream in self.streams.items():
+            out = mono if stream is None else stream.resample_chunk(mono, last=last)
+            if len(out):
+                out = np.clip(out, -1.0, 1.0)
+                for rate, file in self.files:
+                    if rate == target_rate:
+                        file.write(out)
+
+    def close(self) -> None:
+        for _, file in self.files:
+            file.close()
+
+
+def convert(data: bytes, folder: Path, limits: Limits) -> Converted:
+    """Decode `data` in blocks and write every playable format into `folder`:
+    the header is checked first, the frames are counted as they come."""
+    _check_wav_complete(data)
     stem = uuid.uuid4().hex
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    outputs: _Outputs | None = None
     try:
-        for ext, (target_rate, container, subtype) in FORMATS.items():
-            audio = mono if rate == target_rate else soxr.resample(mono, rate, target_rate, "HQ")
-            audio = np.clip(audio, -1.0, 1.0)
-            final = folder / f"{stem}.{ext}"
-            tmp = folder / f".{stem}.{ext}.tmp"
-            soundfile.write(tmp, audio, target_rate, format=container, subtype=subtype)
+        with _open_source(data) as source:
+            fmt, rate = source.format, source.samplerate
+            check_header(source.channels, rate, source.frames, limits)
+            max_frames = int(limits.seconds * rate)
+            outputs = _Outputs(folder, stem, rate)
+            frames = 0
+            try:
+                # A plain read loop: it ends at the first empty read. libsndfile
+                # stops at the declared length; the count guards a decoder that
+                # would read past it.
+                while len(block := source.read(BLOCK_FRAMES, dtype="float32",
+                                               always_2d=True)):
+                    frames += len(block)
+                    if frames > max_frames:
+                        raise Refused(Reason.INVALID, "the audio is longer than "
+                                                      f"{limits.seconds:g} seconds")
+                    mono = block.mean(axis=1, dtype=np.float32)
+                    if not np.isfinite(mono).all():
+                        raise Refused(Reason.INVALID, "the audio contains invalid samples")
+                    outputs.write(mono)
+            except (RuntimeError, ValueError) as exc:  # LibsndfileError is a RuntimeError
+                raise Refused(Reason.INVALID, f"the audio could not be decoded: {exc}") from None
+        if frames / rate < MIN_SECONDS:
+            raise Refused(Reason.INVALID, f"the audio is shorter than {MIN_SECONDS} seconds")
+        outputs.write(np.zeros(0, dtype=np.float32), last=True)
+        outputs.close()
+        for path, ext in zip(outputs.paths, FORMATS, strict=True):
             # Asterisk may open the file at any moment: it only ever sees it whole.
-            os.replace(tmp, final)
-            written.append(final)
+            os.replace(path, folder / f"{stem}.{ext}")
     except BaseException:
-        for path in written:
+        if outputs is not None:
+            outputs.close()
+        for path in folder.glob(f".{stem}.*.tmp"):  # also those of a half-made _Outputs
             path.unlink(missing_ok=True)
+        remove(folder, stem)
         raise
-    return Converted(stem, round(len(mono) * 1000 / rate), fmt, rate, list(FORMATS))
+    return Converted(stem, round(frames * 1000 / rate), fmt, rate, list(FORMATS))
 
 
-async def convert_async(data: bytes, folder: Path, max_seconds: float) -> Converted:
+async def convert_async(data: bytes, folder: Path, limits: Limits) -> Converted:
     # Decoding and resampling are CPU work: keep them off the event loop.
-    return await asyncio.to_thread(convert, data, folder, max_seconds)
+    return await asyncio.to_thread(convert, data, folder, limits)
 
 
 def remove(folder: Path, stem: str) -> None:

@@ -24,6 +24,7 @@ from service.domain.statuses import FieldCode, VoiceAttemptOutcome, VoiceOutcome
 from service.domain.timestamps import iso
 from service.domain.voice_requests import RESOURCE, VoiceRequest
 from service.settings import Settings
+from service.store import destination_guards
 from service.store.database import Executor
 from service.store.queries import queries
 from service.store.queue_signal import notify_cancel
@@ -39,6 +40,7 @@ async def create(conn: asyncpg.Connection, account_id: int, req: VoiceRequest,
                  settings: Settings) -> dict[str, Any]:
     """Store the message; return it as the API shows it (no attempts yet).
     Refused when the account has no file of that name."""
+    await destination_guards.check(conn, account_id, req.to_number, settings, RESOURCE)
     checks = {"account_id": account_id, "from_number": req.from_number,
               "any_sender": settings.sender_policy == "any"}
     row = await queries.voice_messages.create(

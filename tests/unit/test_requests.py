@@ -258,3 +258,53 @@ def test_numbers_returns_only_the_valid_ones() -> None:
     out = request_fields.numbers("R", {"from": FROM, "to": "+46@x"}, errors)
     assert out == {"from": FROM}
     assert [(e.field, e.code) for e in errors] == [("to", "invalid")]
+
+
+def test_the_readmes_link_cost_is_the_measured_one() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    said = re.search(r"appended \((\d+) with\s+the default link base\)", readme)
+    assert said is not None, "README no longer states the link cost"
+    assert int(said.group(1)) == link_cost(Settings(), "GSM-7") == link_cost(Settings(), "UCS-2")
+
+
+@pytest.mark.parametrize("text", [
+    " ", "\u200b" * 5, "\u200b\u200c\u200d\u2060\ufeff", " \n\t\u00a0\u3000", "\u202e\u2066",
+    "\u3164\u3164", "\u2800", "\u0301\u0301", "\ue000", "\r\n",
+])
+def test_sms_with_no_visible_character_is_422(text: str) -> None:
+    assert refused(parse_sms_request, sms(message=text)) == {("message", "invalid")}
+
+
+@pytest.mark.parametrize("text", ["a", ".", "\u200b1\u200b", "😀", "é", "\u0301e", "€"])
+def test_sms_with_one_visible_character_is_taken(text: str) -> None:
+    assert parse_sms_request(sms(message=text), SETTINGS).text == text
+
+
+@pytest.mark.parametrize(("given", "stored"), [
+    ("hello\n", "hello"), ("hello\r\n\n", "hello"), ("two\nlines", "two\nlines"),
+    ("\nlead", "\nlead"), ("space \t", "space \t"), ("nbsp\u00a0", "nbsp\u00a0"),
+])
+def test_trailing_line_breaks_are_removed_before_the_text_is_stored(given: str,
+                                                                    stored: str) -> None:
+    assert parse_sms_request(sms(message=given), SETTINGS).text == stored
+    assert parse_sms_request(sms(message=given, repeat=2), SETTINGS).text == stored
+
+
+def test_integers_too_long_to_convert_are_out_of_range() -> None:
+    huge = request_fields.HUGE_INTEGER
+    assert refused(parse_sms_request, sms(repeat=huge)) == {("repeat", "out_of_range")}
+    assert refused(parse_voice_request, voice(retries=huge, retry_interval=huge)) == {
+        ("retries", "out_of_range"), ("retry_interval", "out_of_range")}
+    assert refused(parse_sms_request, sms(message=huge, to=huge)) == {
+        ("message", "invalid"), ("to", "invalid")}
+
+
+@pytest.mark.parametrize("parse, body", [(parse_sms_request, sms), (parse_voice_request, voice)])
+def test_premium_destinations_are_refused_in_the_request(parse: Parse, body: Any) -> None:
+    assert refused(parse, body(to="+19005550123")) == {("to", "destination_not_allowed")}
+    # `from` is not a destination: the type check is for `to` only.
+    assert refused(parse, body(**{"from": "+19005550123", "to": "+19005550123"})) == {
+        ("to", "destination_not_allowed")}

@@ -16,3 +16,37 @@ RETURNING id, name, sms_transport;
 
 -- name: id_by_name$
 SELECT id FROM accounts WHERE name = :name;
+
+-- name: set_allowed_countries^
+-- NULL: back to the AMIVONO_ALLOWED_COUNTRIES default; []: every country.
+UPDATE accounts SET allowed_countries = :allowed_countries
+WHERE name = :name
+RETURNING id, name, allowed_countries;
+
+-- name: lock_destination
+-- Serialises creates to one number by one account until commit, so the
+-- hourly count below is exact under concurrent requests.
+SELECT pg_advisory_xact_lock(hashtextextended(:to_number, :account_id));
+
+-- name: destination_check^
+-- The account's country list and its messages to :to_number over the last
+-- hour (SMS and voice), with the seconds until the oldest of them leaves it.
+-- At most :cap rows are read from each table (none when the cap is off): the
+-- answer only needs to say whether the cap is reached, and the work stays
+-- bounded however many messages went to the number.
+WITH recent AS (
+    (SELECT created_at FROM sms_messages
+     WHERE account_id = :account_id AND to_number = :to_number
+       AND created_at > now() - interval '1 hour'
+     ORDER BY created_at LIMIT :cap)
+    UNION ALL
+    (SELECT created_at FROM voice_messages
+     WHERE account_id = :account_id AND to_number = :to_number
+       AND created_at > now() - interval '1 hour'
+     ORDER BY created_at LIMIT :cap)
+)
+SELECT a.allowed_countries,
+       (SELECT count(*) FROM recent) AS last_hour,
+       (SELECT ceil(extract(epoch FROM min(created_at) + interval '1 hour' - now()))::int
+        FROM recent) AS frees_in
+FROM accounts a WHERE a.id = :account_id;

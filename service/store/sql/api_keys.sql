@@ -5,7 +5,7 @@ RETURNING id;
 
 -- name: list_keys
 SELECT k.id, a.name AS account, k.prefix, k.created_at, k.revoked_at,
-       a.rate_limit_per_hour, a.sms_transport
+       a.rate_limit_per_hour, a.sms_transport, a.allowed_countries
 FROM api_keys k JOIN accounts a ON a.id = k.account_id
 ORDER BY k.id;
 
