@@ -84,10 +84,11 @@ def decode(data: bytes, max_seconds: float) -> tuple[np.ndarray, int, str]:
     return mono, rate, fmt
 
 
-def convert(data: bytes, folder: Path, max_seconds: float) -> Converted:
-    """Decode `data` and write every playable format into `folder`."""
+def convert(data: bytes, folder: Path, max_seconds: float, stem: str | None = None) -> Converted:
+    """Decode `data` and write every playable format into `folder` (as `stem`,
+    by default a new one)."""
     mono, rate, fmt = decode(data, max_seconds)
-    stem = uuid.uuid4().hex
+    stem = stem or uuid.uuid4().hex
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     try:
