@@ -81,7 +81,7 @@ WITH capacity AS (
         WHERE lease_attempt_id IS NOT NULL AND due_at > now()))) AS n
 ),
 due AS (
-    SELECT id, account_id, file_name, lease_attempt_id, canceled_at
+    SELECT id, account_id, file_name, speech_stem, lease_attempt_id, canceled_at
     FROM voice_messages
     WHERE due_at <= now()
     ORDER BY due_at
@@ -111,7 +111,7 @@ SET lease_attempt_id = attempts.id,
 FROM due
 LEFT JOIN attempts ON attempts.message_id = due.id
 LEFT JOIN sound_files f ON f.account_id = due.account_id AND f.name = due.file_name
-LEFT JOIN speech_renders s ON s.stem = m.speech_stem
+LEFT JOIN speech_renders s ON s.stem = due.speech_stem
 WHERE m.id = due.id
 RETURNING m.id, m.account_id, m.from_number, m.to_number, m.file_name,
           attempts.id AS attempt_id, coalesce(f.stem, s.stem) AS stem,
