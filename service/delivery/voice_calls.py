@@ -75,6 +75,7 @@ class Call:
     prompt_media: str | None = None
     prompt_seconds: float = 0.0
     listening: asyncio.TimerHandle | None = None
+    last_dtmf: tuple[Any, Any] = (None, None)
     end: asyncio.Future[CallEnd] = field(default_factory=lambda: asyncio.get_running_loop()
                                          .create_future())
 
@@ -232,7 +233,8 @@ class VoiceWorker(QueueWorker):
         await self.record(
             queries.voice_messages.finish_call, attempt_id=call.attempt_id,
             outcome=end.outcome, cause_code=end.cause_code, cause_text=end.cause_text,
-            detail=end.detail, retryable=end.retryable, minute_seconds=float(s.minute_seconds))
+            detail=end.detail, retryable=end.retryable, minute_seconds=float(s.minute_seconds),
+            placed=call.placed)
 
     # --- events -------------------------------------------------------------
 
@@ -267,7 +269,12 @@ class VoiceWorker(QueueWorker):
             else:
                 await self._after_playback(call)
         elif kind == "ChannelDtmfReceived":
-            await self._key(call, str(event.get("digit", "")))
+            # The app hears the trunk endpoint's channels twice (its own channel
+            # and the endpoint subscription for SMS): one key, one timestamp.
+            seen = (event.get("digit"), event.get("timestamp"))
+            if seen != call.last_dtmf:
+                call.last_dtmf = seen
+                await self._key(call, str(event.get("digit", "")))
         elif kind == "ChannelDestroyed":
             call.finish(classify(call, event.get("cause"), event.get("cause_txt")))
 

@@ -146,7 +146,7 @@ def voice_row(status: VoiceStatus) -> dict[str, Any]:
         "duration": 9.8765 if answered else None,
         "text": None, "language": None, "acknowledge": status == VoiceStatus.ACKNOWLEDGED,
         "prompt_file": None, "prompt_text": "Press 1" if status == VoiceStatus.FAILED else None,
-        "repeat_total": 3, "repeat_interval": 5,
+        "repeat_total": 3, "repeat_interval": 5, "calls_made": 1,
         "acknowledged_at": at(9, status == VoiceStatus.ACKNOWLEDGED),
         "last_key": "1" if status == VoiceStatus.ACKNOWLEDGED else None,
         "escalated_from": 42 if status == VoiceStatus.ACKNOWLEDGED else None,

@@ -27,6 +27,9 @@ ALTER TABLE voice_messages
     -- until one is acknowledged.
     ADD COLUMN repeat_total    integer NOT NULL DEFAULT 1 CHECK (repeat_total BETWEEN 1 AND 20),
     ADD COLUMN repeat_interval integer CHECK (repeat_interval >= 1),
+    -- Calls really placed (busy and no-answer count; an originate our own
+    -- Asterisk refused does not): `repeat_total` counts these.
+    ADD COLUMN calls_made      integer NOT NULL DEFAULT 0,
     ADD COLUMN acknowledged_at timestamptz,
     ADD COLUMN last_key        text,      -- the latest key pressed in any call
     ADD COLUMN escalated_from  bigint REFERENCES sms_messages (id),

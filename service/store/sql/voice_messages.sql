@@ -140,8 +140,10 @@ FROM a WHERE m.id = a.message_id;
 -- Records how the call ended, then either schedules the next call or makes
 -- the message final. The next call: a retry (when :retryable and retries are
 -- left), or, for acknowledge: true, the next of `repeat_total` calls
--- (whatever this one's outcome) until one is acknowledged. Nothing after a
--- cancel or an acknowledgement.
+-- (whatever this one's outcome) until one is acknowledged; a call that was
+-- never placed (:placed false: our Asterisk refused the originate, e.g. while
+-- it restarts) does not count, and is tried again at the same interval, a few
+-- times at most. Nothing after a cancel or an acknowledgement.
 WITH finished AS (
     UPDATE voice_attempts
     SET finished_at = clock_timestamp(), outcome = :outcome, cause_code = :cause_code,
@@ -157,7 +159,8 @@ n AS (
                     OR f.outcome = 'acknowledged' THEN NULL
                WHEN :retryable AND m.attempts_made < m.retries
                    THEN m.retry_interval
-               WHEN m.acknowledge AND m.attempts_made + 1 < m.repeat_total
+               WHEN m.acknowledge AND m.calls_made + (:placed::boolean)::int < m.repeat_total
+                    AND (:placed::boolean OR (:retryable AND m.attempts_made - m.calls_made < 5))
                    THEN m.repeat_interval
            END AS next_in_minutes
     FROM finished f JOIN voice_messages m ON m.id = f.message_id
@@ -165,6 +168,7 @@ n AS (
 )
 UPDATE voice_messages m
 SET attempts_made = m.attempts_made + 1,
+    calls_made = m.calls_made + (:placed::boolean)::int,
     outcome = CASE WHEN m.acknowledged_at IS NOT NULL OR n.outcome = 'acknowledged'
                    THEN 'acknowledged'
                    WHEN m.canceled_at IS NOT NULL AND n.outcome <> 'completed'
