@@ -95,20 +95,37 @@ def _webhook_request_properties() -> dict[str, Schema]:
 
 
 def _audio_properties(prefix: str, language: bool = True) -> dict[str, Schema]:
-    """`file` or `text` (and the language it is spoken in)."""
+    """`file` or `text` (and the language it is spoken in); null is the same as
+    leaving one out."""
     out: dict[str, Schema] = {
-        "file": _file_name(f"Name of a sound file this account uploaded with PUT /files/{{name}}"
-                           f" (else 422). Exactly one of {prefix}file and {prefix}text."),
-        "text": {"type": "string", "minLength": 1, "maxLength": voice_prompts.MAX_TEXT,
+        "file": {**_file_name(f"Name of a sound file this account uploaded with PUT"
+                              f" /files/{{name}} (else 422). Exactly one of {prefix}file and"
+                              f" {prefix}text."), "type": ["string", "null"]},
+        "text": {"type": ["string", "null"], "minLength": 1,
+                 "maxLength": voice_prompts.MAX_TEXT,
                  "description": "Spoken instead of a file: rendered to speech once, when"
                                 " the request is made (422 if this server has no speech"
-                                " engine)."},
+                                " engine). Not only white space, no NUL."},
     }
     if language:
         out["language"] = {"type": ["string", "null"], "enum": [*voice_prompts.LANGUAGES, None],
                            "description": "The language of the text and of the built-in"
                                           " prompt and confirmation. Default en."}
     return out
+
+
+def _given(name: str, schema: Schema | None = None) -> Schema:
+    """`name` is there and not null (JSON Schema's `required` takes null as given)."""
+    return {"required": [name], "properties": {name: schema or {"not": {"type": "null"}}}}
+
+
+def _absent(name: str) -> Schema:
+    return {"not": _given(name)}
+
+
+# Exactly one of file and text, each not null.
+ONE_AUDIO: Schema = {"oneOf": [{**_given("file"), **{"not": _given("text")}},
+                               {**_given("text"), **{"not": _given("file")}}]}
 
 
 def _schemas(settings: Settings) -> dict[str, Schema]:
@@ -210,7 +227,7 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                                   "description": "Sends first: 1 to `repeat` (1 without)."},
                         **_audio_properties("escalate."),
                     },
-                    "oneOf": [{"required": ["file"]}, {"required": ["text"]}],
+                    **ONE_AUDIO,
                 },
             },
             # repeat_interval (not null) needs repeat (not null).
@@ -233,8 +250,17 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
             "type": "object",
             "required": ["from", "to"],
             "additionalProperties": False,
-            # Exactly one of file and text.
-            "oneOf": [{"required": ["file"]}, {"required": ["text"]}],
+            "allOf": [
+                ONE_AUDIO,
+                # repeat and acknowledge_prompt need acknowledge: true; repeat_interval
+                # needs repeat; retries and retry_interval do not go with repeat.
+                {"anyOf": [_absent("repeat"), _given("acknowledge", {"const": True})]},
+                {"anyOf": [_absent("acknowledge_prompt"),
+                           _given("acknowledge", {"const": True})]},
+                {"anyOf": [_absent("repeat_interval"), _given("repeat")]},
+                {"anyOf": [_absent("repeat"),
+                           {"allOf": [_absent("retries"), _absent("retry_interval")]}]},
+            ],
             "properties": {
                 "from": _e164("Caller id."),
                 "to": _e164("Number to call."),
@@ -255,7 +281,7 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                                    " acknowledge: true.",
                     "additionalProperties": False,
                     "properties": _audio_properties("acknowledge_prompt.", language=False),
-                    "oneOf": [{"required": ["file"]}, {"required": ["text"]}],
+                    **ONE_AUDIO,
                 },
                 "repeat": {
                     "type": ["integer", "null"], "minimum": 1, "maximum": MAX_VOICE_REPEAT,
