@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import json
 import os
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,6 +203,10 @@ async def test_41_acknowledges_the_first_call_and_no_other_call_is_placed(
     assert attempt["acknowledged_at"] and attempt["playback_started_at"]
     [call] = await wait_for(lambda: calls_from(carrier, PRESSES_1, me), 5, what="carrier")
     assert call["keys"] == "1" and call["answered"]
+    cli = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "service", "carrier", "calls"], capture_output=True, text=True)
+    shown = [json.loads(line) for line in cli.stdout.splitlines()]
+    assert call in shown and call["recording"].endswith(".wav")
     # The confirmation was played after the key.
     heard = await recording(call["recording"])
     confirm = rendered(await stem_of(pool, created["id"], "confirm_stem"))

@@ -105,6 +105,7 @@ class VoiceWorker(QueueWorker):
         super().__init__(ctx, s.calls_per_dispatcher, s.calls_per_second)
         self.calls: dict[str, Call] = {}
         self._connected_before = False
+        self._timers: set[asyncio.Task[None]] = set()
 
     @property
     def ari(self) -> AriClient:
@@ -298,8 +299,12 @@ class VoiceWorker(QueueWorker):
             return
         call.stage = "listen"
         loop = asyncio.get_running_loop()
-        call.listening = loop.call_later(self.settings.ack_seconds,
-                                         lambda: loop.create_task(self._unacknowledged(call)))
+        call.listening = loop.call_later(self.settings.ack_seconds, self._listened, call)
+
+    def _listened(self, call: Call) -> None:
+        task = asyncio.get_running_loop().create_task(self._unacknowledged(call))
+        self._timers.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._timers.discard)
 
     async def _prompt(self, call: Call) -> None:
         if call.listening is not None:
