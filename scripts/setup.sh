@@ -25,6 +25,8 @@ missing=()
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v curl >/dev/null || missing+=(curl ca-certificates)
+# Text-to-speech for voice messages' `text` (English, Swedish and more; GPL-3).
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 if [ ${#missing[@]} -gt 0 ]; then say "installing ${missing[*]}"; apt_install "${missing[@]}"; fi
 
 # PostgreSQL on 127.0.0.1:5432. CI and these machines run one already; on a

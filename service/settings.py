@@ -237,6 +237,16 @@ class Settings:
     max_voice_retries: int = field(
         default=5, metadata={"doc": "Largest `retries` a voice message may ask for."}
     )
+    ack_seconds: float = field(
+        default=10.0,
+        metadata={"doc": "Seconds an acknowledged call (`acknowledge: true`) listens for a "
+                         "key after its prompt before it ends unacknowledged."},
+    )
+    speech_engine: str = field(
+        default="espeak-ng",
+        metadata={"doc": "The text-to-speech program for `text` (espeak-ng; "
+                         "scripts/setup.sh installs it). Missing: `text` is refused with 422."},
+    )
     fastagi_port: int = field(default=4573, metadata={"doc": "FastAGI server port."})
     fastagi_bind: str = field(
         default="127.0.0.1",

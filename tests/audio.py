@@ -39,3 +39,22 @@ def analyse(path: str, threshold: float = 0.05) -> Heard:
     spectrum = np.abs(np.fft.rfft(padded))
     freqs = np.fft.rfftfreq(len(padded), 1 / rate)
     return Heard(float(freqs[np.argmax(spectrum)]), len(part) / rate)
+
+
+def similarity(recording: np.ndarray, reference: np.ndarray) -> float:
+    """The best normalised cross-correlation of `reference` within `recording`
+    (1.0: the recording contains exactly that sound, at some delay)."""
+    n = 1 << int(np.ceil(np.log2(len(recording) + len(reference))))
+    corr = np.fft.irfft(np.fft.rfft(recording, n) * np.conj(np.fft.rfft(reference, n)), n)
+    corr = corr[:len(recording)]
+    energy = np.concatenate([[0.0], np.cumsum(recording ** 2)])
+    lags = np.arange(len(recording))
+    window = energy[np.minimum(lags + len(reference), len(recording))] - energy[lags]
+    score = corr / (np.linalg.norm(reference) * np.sqrt(np.maximum(window, 1e-12)))
+    return float(score.max())
+
+
+def loud_seconds(samples: np.ndarray, rate: int = 8000, threshold: float = 0.02) -> float:
+    """From the first to the last sample above `threshold`."""
+    loud = np.where(np.abs(samples) > threshold)[0]
+    return (loud[-1] - loud[0]) / rate if len(loud) else 0.0

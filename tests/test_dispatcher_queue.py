@@ -213,7 +213,7 @@ async def test_gateway_asterisk_restart_holds_sends_then_reconnects(
     name = f"patient-{time.time_ns()}"
     proc = start_dispatcher(name)
     try:
-        await wait_for(lambda: "connected: sending" in proc.log(), 15, what="ARI connected")
+        await wait_for(lambda: "sms: connected: sending" in proc.log(), 15, what="ARI connected")
         gateway.stop()
         await wait_for(lambda: "disconnected: holding sends" in proc.log(), 10,
                        what="dispatcher to notice")

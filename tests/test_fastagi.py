@@ -17,7 +17,7 @@ import soundfile
 
 from service.store.api_keys import hash_key
 
-from .audio import analyse, tone
+from .audio import analyse, similarity, tone
 from .conftest import TEST_ENV, Proc, start_dispatcher, wait_for
 
 CARRIER_ARI = f"http://127.0.0.1:{TEST_ENV['AMIVONO_CARRIER_HTTP_PORT']}/ari"
@@ -120,19 +120,6 @@ def prompt_samples(gateway, name: str) -> np.ndarray:
             assert rate == 8000, (path, rate)
             return samples
     raise AssertionError(f"prompt {name} not found in {folder}")
-
-
-def similarity(recording: np.ndarray, reference: np.ndarray) -> float:
-    """The best normalised cross-correlation of `reference` within `recording`
-    (1.0: the recording contains exactly that sound, at some delay)."""
-    n = 1 << int(np.ceil(np.log2(len(recording) + len(reference))))
-    corr = np.fft.irfft(np.fft.rfft(recording, n) * np.conj(np.fft.rfft(reference, n)), n)
-    corr = corr[:len(recording)]
-    energy = np.concatenate([[0.0], np.cumsum(recording ** 2)])
-    lags = np.arange(len(recording))
-    window = energy[np.minimum(lags + len(reference), len(recording))] - energy[lags]
-    score = corr / (np.linalg.norm(reference) * np.sqrt(np.maximum(window, 1e-12)))
-    return float(score.max())
 
 
 def share_at(samples: np.ndarray, freq: float, rate: int = 8000) -> float:

@@ -133,6 +133,12 @@ RULES_BEYOND_THE_SCHEMA: dict[tuple[str, str], tuple[str, ...]] = {
                                         "is a shared-cost", "of unknown type",
                                         "this account may send to"),
     ("file", "invalid"): ("no uploaded file named",),
+    **{(field, "invalid"): ("no uploaded file named",)
+       for field in ("escalate.file", "acknowledge_prompt.file")},
+    **{(field, "invalid"): ("must be a non-empty string", "contains NUL")
+       for field in ("text", "escalate.text", "acknowledge_prompt.text")},
+    # escalate.after is at most the request's own `repeat`.
+    ("escalate.after", "out_of_range"): ("the sends asked with repeat",),
     ("Idempotency-Key", "invalid"): ("already used with a different request body",),
     # A webhook URL's host must resolve, to a public address (or an allowed network).
     ("url", "invalid"): ("does not resolve", "is not a public address",

@@ -21,14 +21,22 @@ def _decode(field: str) -> str:
     return base64.b64decode(field).decode("utf-8", errors="replace")
 
 
-def _records(carrier: Instance, log: str, fields: int) -> list[list[str]]:
+def _records(carrier: Instance, log: str, fields: int,
+             older: int | None = None) -> list[list[str]]:
     """The lines of one of the carrier's spool logs (dialplan/carrier.conf
-    writes them), split into their `|`-separated fields; partial lines skipped."""
+    writes them), split into their `|`-separated fields; partial lines skipped.
+    Lines of an `older` format (fewer fields) are padded with empty ones."""
     path = carrier.dir / "spool" / log
     if not path.exists():
         return []
-    return [parts for line in path.read_text().splitlines()
-            if len(parts := line.split("|")) == fields]
+    out = []
+    for line in path.read_text().splitlines():
+        parts = line.split("|")
+        if older is not None and len(parts) == older:
+            parts += [""] * (fields - older)
+        if len(parts) == fields:
+            out.append(parts)
+    return out
 
 
 def received_sms(carrier: Instance) -> list[dict[str, Any]]:
@@ -48,10 +56,11 @@ def received_sms(carrier: Instance) -> list[dict[str, Any]]:
 
 
 def received_calls(carrier: Instance) -> list[dict[str, Any]]:
-    """Every call the carrier's phones got, oldest first, with what they heard."""
+    """Every call the carrier's phones got, oldest first, with what they heard
+    and the keys they pressed."""
     out = []
-    for when, sender, recipient, answered_at, ended_at, recording, cause in _records(
-            carrier, "calls.log", 7):
+    for when, sender, recipient, answered_at, ended_at, recording, cause, keys in _records(
+            carrier, "calls.log", 8, older=7):
         answered = bool(answered_at)
         out.append({
             "time": when,
@@ -61,6 +70,7 @@ def received_calls(carrier: Instance) -> list[dict[str, Any]]:
             "duration": round(float(ended_at) - float(answered_at), 3) if answered else 0.0,
             "recording": str(carrier.runtime.outside(recording)) if recording else None,
             "cause": int(cause) if cause.isdigit() else None,
+            "keys": keys,
         })
     return out
 

@@ -9,6 +9,12 @@ ChannelDestroyed, whose Q.850 cause tells why. We keep timers of our own in
 case an event never comes, and after every ARI (re)connection reconcile our
 calls with the channels Asterisk still has, since Asterisk drops an app's
 events while it is disconnected.
+
+With acknowledge: true the call goes on after the message: a prompt ("press
+1"), then AMIVONO_ACK_SECONDS of listening. Keys (ChannelDtmfReceived) count
+during the message, the prompt and the listening: 1 acknowledges (recorded at
+once, a confirmation plays, the call ends); another key plays the prompt once
+more; no key ends the call unacknowledged.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from service import metrics
 from service.delivery.queue_worker import Job, QueueWorker, WorkerContext
 from service.domain.call_causes import CallEnd, classify
 from service.domain.phone_numbers import E164_SHAPE as _E164
+from service.domain.voice_prompts import ACK_KEY
+from service.store import speech
 from service.store.database import OUTAGE
 from service.store.queries import queries
 from service.telephony.ari import AriClient, AriError
@@ -53,6 +61,21 @@ class Call:
     playback_finished: bool = False
     playback_failed: bool = False
     canceled: bool = False
+    speech_stem: str | None = None  # text spoken instead of the file
+    acknowledge: bool = False
+    prompt_file: str | None = None
+    prompt_stem: str | None = None
+    confirm_stem: str | None = None
+    # The acknowledgement's progress: message, prompt, listen, confirm.
+    stage: str = "message"
+    playback_id: str = ""  # the playback whose end moves the call on
+    prompts_played: int = 0
+    wrong_key: bool = False
+    acknowledged: bool = False
+    prompt_media: str | None = None
+    prompt_seconds: float = 0.0
+    listening: asyncio.TimerHandle | None = None
+    last_dtmf: tuple[Any, Any] = (None, None)
     end: asyncio.Future[CallEnd] = field(default_factory=lambda: asyncio.get_running_loop()
                                          .create_future())
 
@@ -61,8 +84,17 @@ class Call:
         return channel_id_for(self.attempt_id)
 
     def finish(self, end: CallEnd) -> None:
+        if self.listening is not None:
+            self.listening.cancel()
         if not self.end.done():
             self.end.set_result(end)
+
+    def answered_seconds(self, ack_seconds: float) -> float:
+        """How long an answered call may last before our timer ends it."""
+        extra = 0.0
+        if self.acknowledge:  # two prompts, their listening, a confirmation
+            extra = 2 * (self.prompt_seconds + ack_seconds) + 15.0
+        return self.seconds + extra + 20.0
 
 
 class VoiceWorker(QueueWorker):
@@ -73,6 +105,7 @@ class VoiceWorker(QueueWorker):
         super().__init__(ctx, s.calls_per_dispatcher, s.calls_per_second)
         self.calls: dict[str, Call] = {}
         self._connected_before = False
+        self._timers: set[asyncio.Task[None]] = set()
 
     @property
     def ari(self) -> AriClient:
@@ -86,8 +119,10 @@ class VoiceWorker(QueueWorker):
         return due
 
     def _lease_seconds(self) -> float:
+        # A message, its prompt twice (a file as long as a message at most), the
+        # listening after each, a confirmation.
         s = self.settings
-        return float(s.dial_timeout + s.max_sound_seconds + 60)
+        return float(s.dial_timeout + 3 * s.max_sound_seconds + 2 * s.ack_seconds + 90)
 
     async def claim(self, limit: int) -> tuple[int, list[Job]]:
         s = self.settings
@@ -103,7 +138,10 @@ class VoiceWorker(QueueWorker):
             call = Call(
                 attempt_id=row["attempt_id"], message_id=row["id"], to=row["to_number"],
                 from_=row["from_number"], file_name=row["file_name"],
-                account_id=row["account_id"], seconds=(row["duration_ms"] or 0) / 1000)
+                account_id=row["account_id"], seconds=(row["duration_ms"] or 0) / 1000,
+                speech_stem=row["speech_stem"], acknowledge=row["acknowledge"],
+                prompt_file=row["prompt_file"], prompt_stem=row["prompt_stem"],
+                confirm_stem=row["confirm_stem"])
             if row["stem"] is None:  # the file is gone: nothing to play
                 jobs.append(functools.partial(self._finish, call, CallEnd(
                     "failed", None, None, f"sound file {call.file_name!r} no longer exists",
@@ -126,7 +164,8 @@ class VoiceWorker(QueueWorker):
                 await self.ari.set_global(
                     "AMIVONO_CALL",
                     f"voice message {call.message_id} attempt {call.attempt_id}: calling "
-                    f"{call.to} to play {call.file_name}")
+                    f"{call.to} to play {call.file_name or 'text'}"
+                    + (" and ask for 1" if call.acknowledge else ""))
                 await self.ari.originate(
                     endpoint=f"PJSIP/{call.to}@{s.trunk_endpoint}", channel_id=call.channel_id,
                     caller_id=call.from_, timeout=s.dial_timeout, app_args="voice")
@@ -159,9 +198,11 @@ class VoiceWorker(QueueWorker):
             return await self._grace(call, CallEnd(
                 "no-answer", None, None, f"no answer within {ring_deadline:g} s (our timer)",
                 True))
-        # Answered: allow the file's length plus a margin to play and hang up.
+        # Answered: allow the file's length (and the acknowledgement's) plus a
+        # margin to play and hang up.
         try:
-            return await asyncio.wait_for(asyncio.shield(call.end), call.seconds + 20.0)
+            return await asyncio.wait_for(asyncio.shield(call.end),
+                                          call.answered_seconds(s.ack_seconds))
         except TimeoutError:
             await self._hangup(call)
             return await self._grace(call, CallEnd(
@@ -181,6 +222,9 @@ class VoiceWorker(QueueWorker):
                 log.warning("hangup of %s failed: %s", call.channel_id, exc)
 
     async def _finish(self, call: Call, end: CallEnd) -> None:
+        if call.acknowledged:  # however the channel then went
+            end = CallEnd("acknowledged", end.cause_code, end.cause_text,
+                          f"answered; {ACK_KEY} pressed", False)
         metrics.SENDS.labels("voice", end.outcome).inc()
         log.info("voice %s attempt %s to %s: %s (%s, cause %s)", call.message_id,
                  call.attempt_id, call.to, end.outcome, end.detail, end.cause_code,
@@ -190,7 +234,8 @@ class VoiceWorker(QueueWorker):
         await self.record(
             queries.voice_messages.finish_call, attempt_id=call.attempt_id,
             outcome=end.outcome, cause_code=end.cause_code, cause_text=end.cause_text,
-            detail=end.detail, retryable=end.retryable, minute_seconds=float(s.minute_seconds))
+            detail=end.detail, retryable=end.retryable, minute_seconds=float(s.minute_seconds),
+            placed=call.placed)
 
     # --- events -------------------------------------------------------------
 
@@ -206,14 +251,112 @@ class VoiceWorker(QueueWorker):
         if kind == "StasisStart":
             await self._answered(call)
         elif kind == "PlaybackStarted":
-            call.playback_started = True
-            await self.record(queries.voice_messages.mark_playing, attempt_id=call.attempt_id)
+            playback_id = event["playback"].get("id", "")
+            if playback_id == f"{call.channel_id}-play":
+                call.playback_started = True
+                await self.record(queries.voice_messages.mark_playing,
+                                  attempt_id=call.attempt_id)
+            elif "-prompt" in playback_id:
+                await self.record(queries.voice_messages.mark_prompting,
+                                  attempt_id=call.attempt_id)
         elif kind == "PlaybackFinished":
-            call.playback_finished = True
-            call.playback_failed = event["playback"].get("state") == "failed"
-            await self._hangup(call)
+            if event["playback"].get("id") != call.playback_id:
+                return  # one we stopped on purpose
+            failed = event["playback"].get("state") == "failed"
+            if failed or not call.acknowledge or call.stage == "confirm":
+                call.playback_finished = True
+                call.playback_failed = failed
+                await self._hangup(call)
+            else:
+                await self._after_playback(call)
+        elif kind == "ChannelDtmfReceived":
+            # The app hears the trunk endpoint's channels twice (its own channel
+            # and the endpoint subscription for SMS): one key, one timestamp.
+            seen = (event.get("digit"), event.get("timestamp"))
+            if seen != call.last_dtmf:
+                call.last_dtmf = seen
+                await self._key(call, str(event.get("digit", "")))
         elif kind == "ChannelDestroyed":
             call.finish(classify(call, event.get("cause"), event.get("cause_txt")))
+
+    async def _play(self, call: Call, media: str | None, name: str) -> None:
+        call.playback_id = f"{call.channel_id}-{name}"
+        try:
+            if media is None:
+                raise AriError(None, f"the {name} audio cannot be found")
+            await self.ari.play(call.channel_id, media, call.playback_id)
+        except AriError as exc:
+            log.warning("play on %s failed: %s", call.channel_id, exc)
+            call.playback_failed = True
+            call.playback_finished = True
+            await self._hangup(call)
+
+    async def _after_playback(self, call: Call) -> None:
+        """The message or a prompt played to its end: the prompt (again, once,
+        after a wrong key), else listen for a key."""
+        if call.stage == "message" or (call.wrong_key and call.prompts_played < 2):
+            await self._prompt(call)
+            return
+        call.stage = "listen"
+        loop = asyncio.get_running_loop()
+        call.listening = loop.call_later(self.settings.ack_seconds, self._listened, call)
+
+    def _listened(self, call: Call) -> None:
+        task = asyncio.get_running_loop().create_task(self._unacknowledged(call))
+        self._timers.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._timers.discard)
+
+    async def _prompt(self, call: Call) -> None:
+        if call.listening is not None:
+            call.listening.cancel()
+        call.stage = "prompt"
+        call.wrong_key = False
+        call.prompts_played += 1
+        await self._play(call, call.prompt_media, f"prompt{call.prompts_played}")
+
+    async def _unacknowledged(self, call: Call) -> None:
+        if call.stage == "listen" and not call.acknowledged:
+            call.playback_finished = True  # all played: it ends `completed`
+            await self._hangup(call)
+
+    async def _key(self, call: Call, digit: str) -> None:
+        if not digit or call.acknowledged:
+            return
+        await self.record(queries.voice_messages.record_key, attempt_id=call.attempt_id,
+                          key=digit)
+        if not call.acknowledge or call.canceled:
+            return
+        if digit == ACK_KEY:
+            await self._acknowledged(call)
+        elif call.stage == "listen" and call.prompts_played < 2:
+            await self._prompt(call)
+        elif call.stage in ("message", "prompt"):
+            call.wrong_key = True  # the prompt plays once more after this playback
+
+    async def _acknowledged(self, call: Call) -> None:
+        call.acknowledged = True
+        if call.listening is not None:
+            call.listening.cancel()
+        stopped, call.stage = call.playback_id, "confirm"
+        call.playback_id = ""
+        try:
+            await self.ari.request("DELETE", f"/playbacks/{stopped}")
+        except AriError:
+            pass  # it had ended already
+        await self.record(queries.voice_messages.acknowledge, attempt_id=call.attempt_id)
+        try:
+            # One readable line per acknowledgement on the gateway console.
+            await self.ari.set_global(
+                "AMIVONO_ACK",
+                f"voice message {call.message_id} attempt {call.attempt_id}: acknowledged "
+                f"by {call.to} (key {ACK_KEY})")
+        except AriError as exc:
+            log.warning("console line for %s failed: %s", call.channel_id, exc)
+        log.info("voice %s attempt %s to %s: acknowledged", call.message_id, call.attempt_id,
+                 call.to, extra={"message_id": call.message_id,
+                                 "attempt_id": call.attempt_id, "kind": "voice"})
+        await self._play(call, speech.media(self.settings, call.confirm_stem)
+                         if call.confirm_stem else None, "confirm")
 
     async def _answered(self, call: Call) -> None:
         if call.answered:
@@ -224,30 +367,48 @@ class VoiceWorker(QueueWorker):
             await self._hangup(call)
             return
         media = await self._media(call)
-        try:
-            if media is None:
-                raise AriError(None, f"sound file {call.file_name!r} cannot be found")
-            await self.ari.play(call.channel_id, media, f"{call.channel_id}-play")
-        except AriError as exc:
-            log.warning("play on %s failed: %s", call.channel_id, exc)
-            call.playback_failed = True
-            await self._hangup(call)
+        if call.acknowledge:
+            call.prompt_media = await self._prompt_media(call)
+        await self._play(call, media, "play")
 
     async def _media(self, call: Call) -> str | None:
         """The file's audio as Asterisk names it, looked up at answer time, not
         at claim time: a replacement uploaded while the call rang removed the
-        old audio, and the file's current audio is what plays."""
+        old audio, and the file's current audio is what plays. Spoken text
+        never changes."""
+        if call.speech_stem is not None:
+            return speech.media(self.settings, call.speech_stem)
+        found = await self._file(call, call.file_name)
+        if found is None:
+            return None
+        call.seconds = found[1]
+        return found[0]
+
+    async def _prompt_media(self, call: Call) -> str | None:
+        if call.prompt_file is None:
+            if call.prompt_stem is None:
+                return None
+            call.prompt_seconds = speech.seconds(self.settings, call.prompt_stem)
+            return speech.media(self.settings, call.prompt_stem)
+        got = await self._file(call, call.prompt_file)
+        if got is None:
+            return None
+        call.prompt_seconds = got[1]
+        return got[0]
+
+    async def _file(self, call: Call, name: str | None) -> tuple[str, float] | None:
+        if name is None:
+            return None
         try:
             found = await queries.sound_files.get(
-                self.pool, account_id=call.account_id, name=call.file_name)
+                self.pool, account_id=call.account_id, name=name)
         except OUTAGE as exc:
-            log.warning("looking up %s failed: %s", call.file_name, exc)
+            log.warning("looking up %s failed: %s", name, exc)
             return None
         if found is None:
             return None
-        call.seconds = found["duration_ms"] / 1000
         return (f"sound:{self.settings.sounds_dir_for_asterisk}/"
-                f"{call.account_id}/{found['stem']}")
+                f"{call.account_id}/{found['stem']}", found["duration_ms"] / 1000)
 
     async def reconcile(self) -> None:
         """After a (re)connection: a call whose channel Asterisk no longer has

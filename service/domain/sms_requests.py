@@ -9,11 +9,24 @@ from service.domain import sms_text
 from service.domain.refusals import FieldError, validation_failed
 from service.domain.request_fields import bool_field, int_field, require_object, unknown_fields
 from service.domain.request_fields import numbers as number_fields
+from service.domain.statuses import FieldCode
 from service.domain.tracked_links import TOKEN_LENGTH, link_for
+from service.domain.voice_requests import Audio, audio_fields, language_field
 from service.settings import Settings
 
 RESOURCE = "Sms"
-FIELDS = ("from", "to", "message", "repeat", "repeat_interval", "stop_on_reply")
+FIELDS = ("from", "to", "message", "repeat", "repeat_interval", "stop_on_reply", "escalate")
+ESCALATE_FIELDS = ("after", "file", "text", "language")
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """`escalate`: after `after` sends with no click and no reply, a voice
+    message with acknowledge: true to the same number plays `audio`."""
+
+    after: int
+    audio: Audio
+    language: str
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,7 @@ class SmsRequest:
     repeat_interval: int | None
     tracked: bool  # `repeat` was given: the message carries a tracked link
     stop_on_reply: bool = True  # a reply from the phone ends the repeats
+    escalate: Escalation | None = None
 
 
 def link_cost(settings: Settings, encoding: str) -> int:
@@ -82,6 +96,8 @@ def parse_sms_request(body: Any, settings: Settings) -> SmsRequest:
                 )
             )
 
+    escalate = _escalation(body, repeat or 1, errors)
+
     if errors:
         raise validation_failed(errors)
     assert isinstance(text, str)
@@ -95,4 +111,39 @@ def parse_sms_request(body: Any, settings: Settings) -> SmsRequest:
         repeat_interval=interval,
         tracked=repeat is not None,
         stop_on_reply=stop_on_reply,
+        escalate=escalate,
     )
+
+
+def _escalation(body: dict[str, Any], repeat_total: int,
+                errors: list[FieldError]) -> Escalation | None:
+    value = body.get("escalate")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        errors.append(FieldError(RESOURCE, "escalate", FieldCode.INVALID,
+                                 'escalate must be {"after": N, "file" or "text": ...}'))
+        return None
+    prefix = "escalate."
+    before = len(errors)
+    for name in value:
+        if name not in ESCALATE_FIELDS:
+            errors.append(FieldError(RESOURCE, f"{prefix}{name}", FieldCode.UNKNOWN_FIELD,
+                                     f"unknown field {name!r}; allowed: "
+                                     f"{', '.join(ESCALATE_FIELDS)}"))
+    after = value.get("after")
+    if after is None:
+        errors.append(FieldError(RESOURCE, f"{prefix}after", FieldCode.MISSING_FIELD,
+                                 "escalate.after is required"))
+    else:
+        # The escalation can only come after a send that is made.
+        after = int_field(RESOURCE, value, "after", 1, repeat_total, errors)
+        if errors and errors[-1].field == "after":
+            errors[-1] = FieldError(RESOURCE, f"{prefix}after", errors[-1].code,
+                                    "escalate." + errors[-1].message
+                                    + " (the sends asked with repeat)")
+    audio = audio_fields(RESOURCE, value, errors, prefix)
+    language = language_field(RESOURCE, value, errors, prefix)
+    if len(errors) != before or after is None:
+        return None
+    return Escalation(after, audio, language)

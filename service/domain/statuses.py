@@ -24,6 +24,7 @@ class SmsStatus(StrEnum):
     REPLIED = "replied"      # the phone answered: no more repeats
     OPTED_OUT = "opted_out"  # the phone said STOP to the account: no more sends
     FAILED = "failed"        # too many consecutive failed attempts
+    ACKNOWLEDGED = "acknowledged"  # its escalation call was acknowledged: no more sends
 
 
 # Statuses in which sends are still to come (the response's `repeat` counts them).
@@ -64,6 +65,7 @@ class WebhookEvent(StrEnum):
     VOICE_COMPLETED = "voice.completed"  # the file played to the end
     VOICE_FAILED = "voice.failed"        # ended busy, no-answer, rejected or failed
     VOICE_CANCELED = "voice.canceled"    # DELETE stopped it
+    VOICE_ACKNOWLEDGED = "voice.acknowledged"  # the callee pressed 1: no more calls
     INBOUND_RECEIVED = "inbound.received"  # an SMS came to one of the account's numbers
     OPTOUT_CHANGED = "optout.changed"    # a phone opted out (STOP) or back in (START)
     WEBHOOK_TEST = "webhook.test"        # POST /webhooks/<id>/test
@@ -95,6 +97,7 @@ class VoiceOutcome(StrEnum):
     REJECTED = "rejected"    # Q.850 16 before answer, or 21
     FAILED = "failed"        # any other end, including answered but cut short
     CANCELED = "canceled"    # DELETE before it completed
+    ACKNOWLEDGED = "acknowledged"  # the callee pressed 1 (acknowledge: true)
 
 
 class VoiceStatus(StrEnum):
@@ -109,6 +112,7 @@ class VoiceStatus(StrEnum):
     REJECTED = VoiceOutcome.REJECTED.value
     FAILED = VoiceOutcome.FAILED.value
     CANCELED = VoiceOutcome.CANCELED.value
+    ACKNOWLEDGED = VoiceOutcome.ACKNOWLEDGED.value
 
 
 class VoiceAttemptOutcome(StrEnum):
@@ -120,6 +124,7 @@ class VoiceAttemptOutcome(StrEnum):
     REJECTED = VoiceOutcome.REJECTED.value
     FAILED = VoiceOutcome.FAILED.value
     CANCELED = VoiceOutcome.CANCELED.value
+    ACKNOWLEDGED = VoiceOutcome.ACKNOWLEDGED.value
     UNKNOWN = "unknown"  # the lease ran out mid-call: it may have been placed
 
 

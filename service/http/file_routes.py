@@ -76,11 +76,6 @@ def file_name_param(request: Request) -> str:
 RETRY_AFTER_BUSY = 5  # seconds
 
 
-def sound_limits(settings: Settings) -> sound_files.Limits:
-    return sound_files.Limits(settings.max_sound_seconds, settings.max_sound_rate,
-                              settings.max_sound_channels)
-
-
 async def put_file(request: Request, account: Account) -> Response:
     state = request.app.state
     settings: Settings = state.settings
@@ -100,7 +95,7 @@ async def put_file(request: Request, account: Account) -> Response:
         folder = sound_files.account_folder(settings.sounds_dir, account.id)
         # Refused (415, 422) when it is not audio we can use.
         decoding = asyncio.ensure_future(
-            sound_files.convert_async(data, folder, sound_limits(settings)))
+            sound_files.convert_async(data, folder, sound_files.Limits.from_settings(settings)))
     except BaseException:
         slots.release()
         raise

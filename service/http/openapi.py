@@ -19,9 +19,17 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service.domain import file_names, phone_numbers, sms_requests, sms_text, tracked_links
+from service.domain import (
+    file_names,
+    phone_numbers,
+    sms_requests,
+    sms_text,
+    tracked_links,
+    voice_prompts,
+)
 from service.domain.json_schema import URL, Schema, anchored, enum, object_of
 from service.domain.statuses import FieldCode
+from service.domain.voice_requests import MAX_REPEAT as MAX_VOICE_REPEAT
 from service.domain.webhook_requests import EVENTS as WEBHOOK_EVENTS
 from service.domain.webhook_requests import MAX_DESCRIPTION, MAX_URL
 from service.http import file_routes, idempotency, json_io
@@ -84,6 +92,40 @@ def _webhook_request_properties() -> dict[str, Schema]:
                    "description": "Events to send; empty or absent: every event."},
         "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
     }
+
+
+def _audio_properties(prefix: str, language: bool = True) -> dict[str, Schema]:
+    """`file` or `text` (and the language it is spoken in); null is the same as
+    leaving one out."""
+    out: dict[str, Schema] = {
+        "file": {**_file_name(f"Name of a sound file this account uploaded with PUT"
+                              f" /files/{{name}} (else 422). Exactly one of {prefix}file and"
+                              f" {prefix}text."), "type": ["string", "null"]},
+        "text": {"type": ["string", "null"], "minLength": 1,
+                 "maxLength": voice_prompts.MAX_TEXT,
+                 "description": "Spoken instead of a file: rendered to speech once, when"
+                                " the request is made (422 if this server has no speech"
+                                " engine). Not only white space, no NUL."},
+    }
+    if language:
+        out["language"] = {"type": ["string", "null"], "enum": [*voice_prompts.LANGUAGES, None],
+                           "description": "The language of the text and of the built-in"
+                                          " prompt and confirmation. Default en."}
+    return out
+
+
+def _given(name: str, schema: Schema | None = None) -> Schema:
+    """`name` is there and not null (JSON Schema's `required` takes null as given)."""
+    return {"required": [name], "properties": {name: schema or {"not": {"type": "null"}}}}
+
+
+def _absent(name: str) -> Schema:
+    return {"not": _given(name)}
+
+
+# Exactly one of file and text, each not null.
+ONE_AUDIO: Schema = {"oneOf": [{**_given("file"), **{"not": _given("text")}},
+                               {**_given("text"), **{"not": _given("file")}}]}
 
 
 def _schemas(settings: Settings) -> dict[str, Schema]:
@@ -180,6 +222,26 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                     "description": "Whether an SMS from `to` to `from` ends the repeats"
                                    " (status `replied`). Default true; null is the same as"
                                    " leaving it out."},
+                "escalate": {
+                    "type": ["object", "null"],
+                    "description":
+                        "After `after` sends with no click and no reply, a voice message"
+                        " with acknowledge: true to `to` plays `file` or speaks `text`"
+                        " (one repeat_interval after the last of those sends; at once"
+                        " without repeat). Linked both ways (`escalated_to`,"
+                        " `escalated_from`): a click, a reply or a cancel of the SMS ends"
+                        " the call; its acknowledgement ends the SMS (status"
+                        " `acknowledged`).",
+                    "required": ["after"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "after": {"type": "integer", "minimum": 1,
+                                  "maximum": settings.max_repeat,
+                                  "description": "Sends first: 1 to `repeat` (1 without)."},
+                        **_audio_properties("escalate."),
+                    },
+                    **ONE_AUDIO,
+                },
             },
             # repeat_interval (not null) needs repeat (not null).
             "anyOf": [
@@ -199,14 +261,51 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
         }),
         "VoiceRequest": {
             "type": "object",
-            "required": ["from", "to", "file"],
+            "required": ["from", "to"],
             "additionalProperties": False,
+            "allOf": [
+                ONE_AUDIO,
+                # repeat and acknowledge_prompt need acknowledge: true; repeat_interval
+                # needs repeat; retries and retry_interval do not go with repeat.
+                {"anyOf": [_absent("repeat"), _given("acknowledge", {"const": True})]},
+                {"anyOf": [_absent("acknowledge_prompt"),
+                           _given("acknowledge", {"const": True})]},
+                {"anyOf": [_absent("repeat_interval"), _given("repeat")]},
+                {"anyOf": [_absent("repeat"),
+                           {"allOf": [_absent("retries"), _absent("retry_interval")]}]},
+            ],
             "properties": {
                 "from": _e164("Caller id."),
                 "to": _e164("Number to call."),
-                "file": _file_name(
-                    "Name of a sound file this account uploaded with PUT /files/{name}"
-                    " (else 422)."),
+                **_audio_properties(""),
+                "acknowledge": {
+                    "type": ["boolean", "null"],
+                    "description":
+                        "Ask the callee to press 1 after the message (a prompt, then"
+                        " AMIVONO_ACK_SECONDS of listening; keys count from the start of"
+                        " the message). 1: status `acknowledged`, a confirmation plays,"
+                        " the call ends. Another key: the prompt plays once more. No key:"
+                        " the call ends `completed`, not acknowledged. Default false."},
+                "acknowledge_prompt": {
+                    "type": ["object", "null"],
+                    "description": "The prompt instead of the built-in one (\"Press 1 to"
+                                   " confirm that you have received this message\", in"
+                                   " `language`): an uploaded file or text. Only with"
+                                   " acknowledge: true.",
+                    "additionalProperties": False,
+                    "properties": _audio_properties("acknowledge_prompt.", language=False),
+                    **ONE_AUDIO,
+                },
+                "repeat": {
+                    "type": ["integer", "null"], "minimum": 1, "maximum": MAX_VOICE_REPEAT,
+                    "description": "Calls in all, until one is acknowledged; busy and"
+                                   " no-answer count. Only with acknowledge: true (else 422),"
+                                   " and not with retries."},
+                "repeat_interval": {
+                    "type": ["integer", "null"], "minimum": 1,
+                    "maximum": settings.max_repeat_interval,
+                    "description": "Minutes from the end of one of those calls to the next."
+                                   " Default 5; only with `repeat`."},
                 "retries": {
                     "type": ["integer", "null"], "minimum": 0,
                     "maximum": settings.max_voice_retries,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,7 +33,7 @@ from service.domain.statuses import (
 from service.domain.timestamps import iso
 from service.domain.tracked_links import link_for, new_token
 from service.settings import Settings
-from service.store import destination_guards
+from service.store import destination_guards, voice_messages
 from service.store.database import Executor
 from service.store.queries import queries
 
@@ -55,6 +56,7 @@ async def create(
     token = new_token() if req.tracked else None
     body = f"{req.text} {link_for(settings.link_base_url, token)}" if token else req.text
     measured = sms_text.measure(body)
+    escalate = await _escalation(conn, account_id, req, settings)
     checks = {"account_id": account_id, "from_number": req.from_number,
               "to_number": req.to_number,
               "any_sender": any_sender or settings.sender_policy == "any"}
@@ -69,6 +71,7 @@ async def create(
         link_token=token,
         stop_on_reply=req.stop_on_reply,
         ignore_opt_out=ignore_opt_out,
+        escalate=escalate,
     )
     if row is None:
         if not await queries.phone_numbers.owns(
@@ -80,6 +83,41 @@ async def create(
             f"{req.to_number} opted out of this account's SMS (it sent STOP); "
             "it opts back in by sending START")])
     return render(row, settings, [])
+
+
+async def _escalation(conn: Executor, account_id: int, req: SmsRequest,
+                      settings: Settings) -> str | None:
+    """`escalate` as stored: the voice message to create, its speech rendered
+    now (the call is made by the database's trigger, with nothing to render)."""
+    e = req.escalate
+    if e is None:
+        return None
+    speech_stem = None
+    if e.audio.text is not None:
+        speech_stem = await voice_messages.speak(conn, RESOURCE, "escalate.text", e.audio.text,
+                                                 e.language, settings)
+    elif e.audio.file_name is not None and await queries.sound_files.get(
+            conn, account_id=account_id, name=e.audio.file_name) is None:
+        raise validation_failed([FieldError(
+            RESOURCE, "escalate.file", FieldCode.INVALID,
+            f"no uploaded file named {e.audio.file_name!r}: PUT /files/{e.audio.file_name}"
+            " first")])
+    prompt_stem, confirm_stem = await voice_messages.acknowledgement_stems(
+        conn, RESOURCE, "escalate.language", e.language, None, False, settings)
+    return json.dumps({
+        "after": e.after, "file": e.audio.file_name, "text": e.audio.text,
+        "language": e.language, "speech_stem": speech_stem, "prompt_stem": prompt_stem,
+        "confirm_stem": confirm_stem,
+        # One repeat_interval after the last send: time to click it.
+        "wait_seconds": (req.repeat_interval or 0) * settings.minute_seconds})
+
+
+def _escalate_view(stored: str | None) -> dict[str, Any] | None:
+    if stored is None:
+        return None
+    e = json.loads(stored)
+    return {"after": e["after"], "file": e["file"], "text": e["text"],
+            "language": e["language"]}
 
 
 # What render writes, in its order; the OpenAPI schema is built from these, and
@@ -118,6 +156,19 @@ FIELDS: Fields = {
                      "description": "When the latest delivery report came."},
     "encoding": {"type": "string", "enum": [sms_text.GSM7, sms_text.UCS2]},
     "segments": {"type": "integer", "minimum": 1},
+    "escalate": {"type": ["object", "null"],
+                 "description": "After `after` sends with no click and no reply, a voice "
+                                "message with acknowledge: true plays `file` or `text`.",
+                 "properties": {"after": {"type": "integer", "minimum": 1},
+                                "file": {"type": ["string", "null"]},
+                                "text": {"type": ["string", "null"]},
+                                "language": {"type": "string"}}},
+    "escalated_to": {"type": ["integer", "null"], "minimum": 1,
+                     "description": "The voice message the escalation created "
+                                    "(GET /messages/voice/<id>)."},
+    "acknowledged_at": {**MAYBE_TIMESTAMP,
+                        "description": "When that voice message was acknowledged: no more"
+                                       " sends."},
 }
 # Each of `attempts` (present when render is given them).
 ATTEMPT_FIELDS: Fields = {
@@ -188,6 +239,9 @@ def render(
         "delivered_at": iso(row["delivered_at"]),
         "encoding": row["encoding"],
         "segments": row["segments"],
+        "escalate": _escalate_view(row["escalate"]),
+        "escalated_to": row["escalated_to"],
+        "acknowledged_at": iso(row["acknowledged_at"]),
     }
     if attempts is not None:
         out["attempts"] = [

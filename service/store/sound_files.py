@@ -23,6 +23,7 @@ import soundfile
 import soxr
 
 from service.domain.refusals import Reason, Refused
+from service.settings import Settings
 
 # Extension Asterisk looks for -> (rate, libsndfile container, subtype).
 FORMATS: dict[str, tuple[int, str, str]] = {
@@ -66,6 +67,11 @@ class Limits:
     seconds: float
     rate: int
     channels: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(settings.max_sound_seconds, settings.max_sound_rate,
+                   settings.max_sound_channels)
 
 
 # Frames decoded at a time: at 8 channels of float32, 1 MB per block, so one
@@ -139,11 +145,12 @@ class _Outputs:
             file.close()
 
 
-def convert(data: bytes, folder: Path, limits: Limits) -> Converted:
-    """Decode `data` in blocks and write every playable format into `folder`:
-    the header is checked first, the frames are counted as they come."""
+def convert(data: bytes, folder: Path, limits: Limits, stem: str | None = None) -> Converted:
+    """Decode `data` in blocks and write every playable format into `folder` (as
+    `stem`, by default a new one): the header is checked first, the frames are
+    counted as they come."""
     _check_wav_complete(data)
-    stem = uuid.uuid4().hex
+    stem = stem or uuid.uuid4().hex
     folder.mkdir(parents=True, exist_ok=True)
     outputs: _Outputs | None = None
     try:

@@ -22,9 +22,10 @@ from service.domain.refusals import FieldError, validation_failed
 from service.domain.request_fields import not_owned
 from service.domain.statuses import FieldCode, VoiceAttemptOutcome, VoiceOutcome, VoiceStatus
 from service.domain.timestamps import iso
-from service.domain.voice_requests import RESOURCE, VoiceRequest
+from service.domain.voice_prompts import LANGUAGES
+from service.domain.voice_requests import MAX_REPEAT, RESOURCE, VoiceRequest
 from service.settings import Settings
-from service.store import destination_guards
+from service.store import destination_guards, speech
 from service.store.database import Executor
 from service.store.queries import queries
 from service.store.queue_signal import notify_cancel
@@ -36,22 +37,63 @@ def message_url(settings: Settings, message_id: int) -> str:
     return settings.public_url(f"{PATH}/{message_id}")
 
 
+async def speak(conn: Executor, resource: str, field: str, text: str,
+                language: str, settings: Settings) -> str:
+    """The stem of `text` spoken in `language`, rendered now (at create time,
+    never at call time); a missing engine is the request's fault to fix: 422."""
+    try:
+        return (await speech.render_and_keep(conn, text, language, settings)).stem
+    except speech.SpeechUnavailable as exc:
+        raise validation_failed([FieldError(resource, field, FieldCode.INVALID,
+                                            str(exc))]) from None
+
+
+async def acknowledgement_stems(conn: Executor, resource: str, field: str,
+                                language: str, prompt_text: str | None, prompt_is_file: bool,
+                                settings: Settings) -> tuple[str | None, str]:
+    """The spoken prompt (None when it is an uploaded file) and confirmation."""
+    words = LANGUAGES[language]
+    prompt = None
+    if not prompt_is_file:
+        prompt = await speak(conn, resource, field, prompt_text or words.prompt, language,
+                             settings)
+    return prompt, await speak(conn, resource, field, words.confirmation, language, settings)
+
+
 async def create(conn: asyncpg.Connection, account_id: int, req: VoiceRequest,
                  settings: Settings) -> dict[str, Any]:
     """Store the message; return it as the API shows it (no attempts yet).
     Refused when the account has no file of that name."""
     await destination_guards.check(conn, account_id, req.to_number, settings, RESOURCE)
+    speech_stem = prompt_stem = confirm_stem = None
+    if req.text is not None:
+        speech_stem = await speak(conn, RESOURCE, "text", req.text, req.language, settings)
+    prompt_file = req.prompt.file_name if req.prompt else None
+    prompt_text = req.prompt.text if req.prompt else None
+    if req.acknowledge:
+        prompt_stem, confirm_stem = await acknowledgement_stems(
+            conn, RESOURCE, "acknowledge_prompt", req.language, prompt_text,
+            prompt_file is not None, settings)
     checks = {"account_id": account_id, "from_number": req.from_number,
               "any_sender": settings.sender_policy == "any"}
     row = await queries.voice_messages.create(
         conn, **checks, to_number=req.to_number, file_name=req.file_name,
-        retries=req.retries, retry_interval=req.retry_interval)
+        retries=req.retries, retry_interval=req.retry_interval, text=req.text,
+        speech_stem=speech_stem, language=req.language if (req.text or req.acknowledge)
+        else None, acknowledge=req.acknowledge, prompt_file=prompt_file,
+        prompt_text=prompt_text, prompt_stem=prompt_stem, confirm_stem=confirm_stem,
+        repeat_total=req.repeat_total, repeat_interval=req.repeat_interval)
     if row is None:
         if not await queries.phone_numbers.owns(conn, **checks):
             raise validation_failed([not_owned(RESOURCE, req.from_number)])
-        raise validation_failed([FieldError(
-            RESOURCE, "file", FieldCode.INVALID,
-            f"no uploaded file named {req.file_name!r}: PUT /files/{req.file_name} first")])
+        for field, name in (("file", req.file_name),
+                            ("acknowledge_prompt.file", prompt_file)):
+            if name is not None and await queries.sound_files.get(
+                    conn, account_id=account_id, name=name) is None:
+                raise validation_failed([FieldError(
+                    RESOURCE, field, FieldCode.INVALID,
+                    f"no uploaded file named {name!r}: PUT /files/{name} first")])
+        raise RuntimeError("voice message not stored, for no known reason")
     return render(row, settings, [])
 
 
@@ -62,7 +104,11 @@ FIELDS: Fields = {
     "url": URL,
     "from": E164,
     "to": E164,
-    "file": {"type": "string", "pattern": anchored(NAME_SHAPE)},
+    "file": {"type": ["string", "null"], "pattern": anchored(NAME_SHAPE),
+             "description": "The uploaded file played; null when `text` is spoken."},
+    "text": {"type": ["string", "null"], "description": "The text spoken instead of a file."},
+    "language": {"type": ["string", "null"],
+                 "description": "The language of `text` and of the built-in prompt."},
     "sent_at": {**MAYBE_TIMESTAMP, "description": "When the answered call started"
                                                   " playing the file."},
     "created_at": TIMESTAMP,
@@ -84,6 +130,27 @@ FIELDS: Fields = {
     "heard_at": {**MAYBE_TIMESTAMP, "description": "When the callee heard it again by"
                                                    " calling back."},
     "canceled_at": MAYBE_TIMESTAMP,
+    "acknowledge": {"type": "boolean",
+                    "description": "Whether the call asks the callee to press 1."},
+    "acknowledge_prompt": {"type": ["object", "null"],
+                           "description": "The prompt asked for: {\"file\": name} or "
+                                          "{\"text\": words}; null: the built-in one.",
+                           "properties": {"file": {"type": "string"},
+                                          "text": {"type": "string"}}},
+    "repeat": {"type": "integer", "minimum": 1, "maximum": MAX_REPEAT,
+               "description": "Calls asked for in all (acknowledge: true), until one is"
+                              " acknowledged."},
+    "repeat_interval": {"type": ["integer", "null"], "minimum": 1,
+                        "description": "Minutes between those calls; null without `repeat`."},
+    "calls_made": {"type": "integer", "minimum": 0,
+                   "description": "Calls placed so far, busy and no-answer included (an"
+                                  " attempt our own Asterisk refused to place is not one)."},
+    "acknowledged": {"type": "boolean", "description": "Whether the callee pressed 1."},
+    "acknowledged_at": MAYBE_TIMESTAMP,
+    "key": {"type": ["string", "null"],
+            "description": "The latest key the callee pressed, in any call."},
+    "escalated_from": {"type": ["integer", "null"], "minimum": 1,
+                       "description": "The SMS whose `escalate` created this message."},
 }
 # Each of `attempts` (present when render is given them).
 ATTEMPT_FIELDS: Fields = {
@@ -98,6 +165,10 @@ ATTEMPT_FIELDS: Fields = {
     "cause": {"type": ["integer", "null"], "description": "Q.850 cause code."},
     "cause_text": {"type": ["string", "null"]},
     "detail": {"type": ["string", "null"]},
+    "prompt_started_at": {**MAYBE_TIMESTAMP,
+                          "description": "When the acknowledgement prompt began."},
+    "keys": {"type": "string", "description": "Every key pressed in this call, in order."},
+    "acknowledged_at": MAYBE_TIMESTAMP,
 }
 
 
@@ -110,6 +181,8 @@ def render(row: asyncpg.Record, settings: Settings,
         "from": row["from_number"],
         "to": row["to_number"],
         "file": row["file_name"],
+        "text": row["text"],
+        "language": row["language"],
         "sent_at": iso(row["sent_at"]),
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
@@ -126,6 +199,16 @@ def render(row: asyncpg.Record, settings: Settings,
         "next_attempt_at": iso(row["next_attempt_at"]),
         "heard_at": iso(row["heard_at"]),
         "canceled_at": iso(row["canceled_at"]),
+        "acknowledge": row["acknowledge"],
+        "acknowledge_prompt": ({"file": row["prompt_file"]} if row["prompt_file"] else
+                               {"text": row["prompt_text"]} if row["prompt_text"] else None),
+        "repeat": row["repeat_total"],
+        "repeat_interval": row["repeat_interval"],
+        "calls_made": row["calls_made"],
+        "acknowledged": row["acknowledged_at"] is not None,
+        "acknowledged_at": iso(row["acknowledged_at"]),
+        "key": row["last_key"],
+        "escalated_from": row["escalated_from"],
     }
     if attempts is not None:
         out["attempts"] = [
@@ -140,6 +223,9 @@ def render(row: asyncpg.Record, settings: Settings,
                 "cause": a["cause_code"],
                 "cause_text": a["cause_text"],
                 "detail": a["detail"],
+                "prompt_started_at": iso(a["prompt_started_at"]),
+                "keys": a["keys"],
+                "acknowledged_at": iso(a["acknowledged_at"]),
             }
             for a in attempts
         ]

@@ -84,7 +84,7 @@ class ReplayServer:
             for prompt in NO_MESSAGE_PROMPT:
                 await request.send_command(f'STREAM FILE {prompt} ""')
         else:
-            path = f"{self.settings.sounds_dir_for_asterisk}/{found['account_id']}/{found['stem']}"
+            path = f"{self.settings.sounds_dir_for_asterisk}/{found['media']}"
             await request.send_command(
                 f'EXEC Verbose "1,Amivono: replaying voice message {found["id"]} '
                 f'({found["file_name"]}) to {number}"')

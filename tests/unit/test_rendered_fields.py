@@ -87,6 +87,12 @@ def sms_row(status: SmsStatus) -> dict[str, Any]:
         "created_at": T0, "updated_at": at(9),
         "status": str(status),
         "next_send_at": at(60, status in (SmsStatus.QUEUED, SmsStatus.SCHEDULED)),
+        "escalate": None if status == SmsStatus.QUEUED else (
+            '{"after": 2, "file": null, "text": "Fire", "language": "en", '
+            '"speech_stem": "' + "b" * 32 + '", "prompt_stem": null, "confirm_stem": null, '
+            '"wait_seconds": 60}'),
+        "escalated_to": 44 if status == SmsStatus.ACKNOWLEDGED else None,
+        "acknowledged_at": at(9, status == SmsStatus.ACKNOWLEDGED),
     }
 
 
@@ -138,6 +144,12 @@ def voice_row(status: VoiceStatus) -> dict[str, Any]:
         "status": str(status),
         "next_attempt_at": at(60, status in (VoiceStatus.QUEUED, VoiceStatus.SCHEDULED)),
         "duration": 9.8765 if answered else None,
+        "text": None, "language": None, "acknowledge": status == VoiceStatus.ACKNOWLEDGED,
+        "prompt_file": None, "prompt_text": "Press 1" if status == VoiceStatus.FAILED else None,
+        "repeat_total": 3, "repeat_interval": 5, "calls_made": 1,
+        "acknowledged_at": at(9, status == VoiceStatus.ACKNOWLEDGED),
+        "last_key": "1" if status == VoiceStatus.ACKNOWLEDGED else None,
+        "escalated_from": 42 if status == VoiceStatus.ACKNOWLEDGED else None,
     }
 
 
@@ -145,11 +157,13 @@ def voice_attempts() -> list[dict[str, Any]]:
     done = [{"id": n, "dispatcher": "d1", "started_at": at(n), "answered_at": at(n + 1),
              "playback_started_at": at(n + 1.1), "finished_at": at(n + 9),
              "outcome": str(outcome), "cause_code": 16, "cause_text": "Normal Clearing",
-             "detail": "answered; the file played to the end"}
+             "detail": "answered; the file played to the end",
+             "prompt_started_at": at(n + 5), "keys": "91", "acknowledged_at": at(n + 7)}
             for n, outcome in enumerate(VoiceAttemptOutcome, 1)]
     ringing = {"id": 9, "dispatcher": "d2", "started_at": at(30), "answered_at": None,
                "playback_started_at": None, "finished_at": None, "outcome": None,
-               "cause_code": None, "cause_text": None, "detail": None}
+               "cause_code": None, "cause_text": None, "detail": None,
+               "prompt_started_at": None, "keys": "", "acknowledged_at": None}
     return [*done, ringing]
 
 

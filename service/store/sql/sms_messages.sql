@@ -9,10 +9,10 @@
 WITH ins AS (
     INSERT INTO sms_messages (account_id, from_number, to_number, text, body, encoding,
                               segments, repeat_total, repeat_interval, link_token,
-                              stop_on_reply, opt_out_exempt, due_at)
+                              stop_on_reply, opt_out_exempt, escalate, due_at)
     SELECT :account_id, :from_number, :to_number, :text, :body, :encoding,
            :segments, :repeat_total, :repeat_interval, :link_token, :stop_on_reply,
-           :ignore_opt_out, now()
+           :ignore_opt_out, :escalate::jsonb, now()
     WHERE (:any_sender OR EXISTS (
                SELECT 1 FROM phone_numbers
                WHERE number = :from_number AND account_id = :account_id))

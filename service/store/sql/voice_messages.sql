@@ -1,24 +1,32 @@
 -- Every statement on voice_messages: the API's, the dispatcher's, FastAGI's.
 
 -- name: create^
--- Inserts the message only if the account has the file, and returns it as
--- voice_message_view shows it (a new row is 'queued' and due now), so the API
--- answers from this one statement; no row when there is no such file or the
--- sender is not the account's (unless :any_sender): `phone_numbers.owns` tells which. The
--- file is read FOR SHARE: a concurrent DELETE of it waits for us, then sees
--- this message and refuses.
+-- Inserts the message only if the account has the files it names (the
+-- message's and the prompt's, each optional: text is spoken instead), and
+-- returns it as voice_message_view shows it (a new row is 'queued' and due
+-- now), so the API answers from this one statement; no row when a file is
+-- missing or the sender is not the account's (unless :any_sender):
+-- `phone_numbers.owns` and `sound_files.get` tell which. The files are read
+-- FOR SHARE: a concurrent DELETE of one waits for us, then sees this message
+-- and refuses.
 WITH file AS (
     SELECT name FROM sound_files
-    WHERE account_id = :account_id AND name = :file_name
+    WHERE account_id = :account_id AND name IN (:file_name, :prompt_file)
     FOR SHARE
 ), ins AS (
     INSERT INTO voice_messages (account_id, from_number, to_number, file_name, retries,
-                                retry_interval, due_at)
-    SELECT :account_id, :from_number, :to_number, file.name, :retries, :retry_interval, now()
-    FROM file
-    WHERE :any_sender OR EXISTS (
+                                retry_interval, text, speech_stem, language, acknowledge,
+                                prompt_file, prompt_text, prompt_stem, confirm_stem,
+                                repeat_total, repeat_interval, due_at)
+    SELECT :account_id, :from_number, :to_number, :file_name, :retries, :retry_interval,
+           :text, :speech_stem, :language, :acknowledge, :prompt_file, :prompt_text,
+           :prompt_stem, :confirm_stem, :repeat_total, :repeat_interval, now()
+    WHERE (:file_name::text IS NULL OR EXISTS (SELECT 1 FROM file WHERE name = :file_name))
+      AND (:prompt_file::text IS NULL
+           OR EXISTS (SELECT 1 FROM file WHERE name = :prompt_file))
+      AND (:any_sender OR EXISTS (
         SELECT 1 FROM phone_numbers
-        WHERE number = :from_number AND account_id = :account_id)
+        WHERE number = :from_number AND account_id = :account_id))
     RETURNING *
 )
 SELECT ins.*, 'queued'::text AS status, ins.due_at AS next_attempt_at,
@@ -43,14 +51,18 @@ SET canceled_at = now(), updated_at = now(),
     finished_at = CASE WHEN lease_attempt_id IS NULL THEN now() ELSE finished_at END,
     outcome = CASE WHEN lease_attempt_id IS NULL THEN 'canceled' ELSE outcome END
 WHERE id = :id AND account_id = :account_id
-  AND finished_at IS NULL AND canceled_at IS NULL
+  AND finished_at IS NULL AND canceled_at IS NULL AND acknowledged_at IS NULL
 RETURNING id, lease_attempt_id;
 
 -- name: needs_file$
--- Whether a message not yet finished still needs this file.
+-- Whether a message not yet finished still needs this file (to play, as
+-- its prompt, or as the call an SMS not yet ended may escalate to).
 SELECT EXISTS (SELECT 1 FROM voice_messages
-               WHERE account_id = :account_id AND file_name = :file_name
-                 AND finished_at IS NULL);
+               WHERE account_id = :account_id AND :file_name IN (file_name, prompt_file)
+                 AND finished_at IS NULL)
+    OR EXISTS (SELECT 1 FROM sms_messages
+               WHERE account_id = :account_id AND escalate->>'file' = :file_name
+                 AND escalated_to IS NULL AND NOT halted AND due_at IS NOT NULL);
 
 -- name: serialize_claims$
 -- Taken (for the transaction) before claim_due_calls: the trunk cap counts
@@ -69,7 +81,7 @@ WITH capacity AS (
         WHERE lease_attempt_id IS NOT NULL AND due_at > now()))) AS n
 ),
 due AS (
-    SELECT id, account_id, file_name, lease_attempt_id, canceled_at
+    SELECT id, account_id, file_name, speech_stem, lease_attempt_id, canceled_at
     FROM voice_messages
     WHERE due_at <= now()
     ORDER BY due_at
@@ -99,9 +111,12 @@ SET lease_attempt_id = attempts.id,
 FROM due
 LEFT JOIN attempts ON attempts.message_id = due.id
 LEFT JOIN sound_files f ON f.account_id = due.account_id AND f.name = due.file_name
+LEFT JOIN speech_renders s ON s.stem = due.speech_stem
 WHERE m.id = due.id
 RETURNING m.id, m.account_id, m.from_number, m.to_number, m.file_name,
-          attempts.id AS attempt_id, f.stem, f.duration_ms;
+          attempts.id AS attempt_id, coalesce(f.stem, s.stem) AS stem,
+          coalesce(f.duration_ms, s.duration_ms) AS duration_ms, m.speech_stem,
+          m.acknowledge, m.prompt_file, m.prompt_stem, m.confirm_stem;
 
 -- name: mark_answered!
 WITH a AS (
@@ -122,8 +137,13 @@ UPDATE voice_messages m SET sent_at = a.playback_started_at, updated_at = now()
 FROM a WHERE m.id = a.message_id;
 
 -- name: finish_call^
--- Records how the call ended, then either schedules a retry (when
--- :retryable and retries are left) or makes the message final.
+-- Records how the call ended, then either schedules the next call or makes
+-- the message final. The next call: a retry (when :retryable and retries are
+-- left), or, for acknowledge: true, the next of `repeat_total` calls
+-- (whatever this one's outcome) until one is acknowledged; a call that was
+-- never placed (:placed false: our Asterisk refused the originate, e.g. while
+-- it restarts) does not count, and is tried again at the same interval, a few
+-- times at most. Nothing after a cancel or an acknowledgement.
 WITH finished AS (
     UPDATE voice_attempts
     SET finished_at = clock_timestamp(), outcome = :outcome, cause_code = :cause_code,
@@ -131,29 +151,72 @@ WITH finished AS (
     WHERE id = :attempt_id AND finished_at IS NULL
     RETURNING id, message_id, outcome, answered_at, finished_at
 ),
-next AS (
-    SELECT f.* FROM finished f
+n AS (
+    -- `m` here is the row as locked (FOR UPDATE: a cancel or an acknowledgement
+    -- committed meanwhile is seen), so the decision uses it, not the snapshot.
+    SELECT f.*, CASE
+               WHEN m.canceled_at IS NOT NULL OR m.acknowledged_at IS NOT NULL
+                    OR f.outcome = 'acknowledged' THEN NULL
+               WHEN :retryable AND m.attempts_made < m.retries
+                   THEN m.retry_interval
+               WHEN m.acknowledge AND m.calls_made + (:placed::boolean)::int < m.repeat_total
+                    AND (:placed::boolean OR (:retryable AND m.attempts_made - m.calls_made < 5))
+                   THEN m.repeat_interval
+           END AS next_in_minutes
+    FROM finished f JOIN voice_messages m ON m.id = f.message_id
+    FOR UPDATE OF m
 )
--- `m` here is the row as locked by this UPDATE (a cancel committed meanwhile
--- is seen), so the retry decision and the outcome use it, not the snapshot.
 UPDATE voice_messages m
 SET attempts_made = m.attempts_made + 1,
-    outcome = CASE WHEN m.canceled_at IS NOT NULL AND n.outcome <> 'completed'
+    calls_made = m.calls_made + (:placed::boolean)::int,
+    outcome = CASE WHEN m.acknowledged_at IS NOT NULL OR n.outcome = 'acknowledged'
+                   THEN 'acknowledged'
+                   WHEN m.canceled_at IS NOT NULL AND n.outcome <> 'completed'
                    THEN 'canceled' ELSE n.outcome END,
     cause_code = :cause_code,
     cause_text = :cause_text,
     ended_at = CASE WHEN n.answered_at IS NOT NULL THEN n.finished_at ELSE m.ended_at END,
     lease_attempt_id = NULL,
-    due_at = CASE WHEN m.canceled_at IS NULL AND :retryable AND m.attempts_made < m.retries
-                  THEN now() + make_interval(secs => m.retry_interval * :minute_seconds)
+    due_at = CASE WHEN n.next_in_minutes IS NOT NULL
+                  THEN now() + make_interval(secs => n.next_in_minutes * :minute_seconds)
              END,
-    finished_at = CASE WHEN m.canceled_at IS NULL AND :retryable
-                            AND m.attempts_made < m.retries
-                       THEN NULL ELSE now() END,
+    finished_at = CASE WHEN n.next_in_minutes IS NOT NULL THEN NULL ELSE now() END,
     updated_at = now()
-FROM next n
+FROM n
 WHERE m.id = n.message_id AND m.lease_attempt_id = n.id
 RETURNING m.id;
+
+-- name: record_key!
+-- A key the callee pressed (ChannelDtmfReceived), kept on the attempt in order.
+WITH a AS (
+    UPDATE voice_attempts SET keys = keys || :key
+    WHERE id = :attempt_id AND finished_at IS NULL
+    RETURNING message_id
+)
+UPDATE voice_messages m SET last_key = :key, updated_at = now()
+FROM a WHERE m.id = a.message_id;
+
+-- name: mark_prompting!
+WITH a AS (
+    UPDATE voice_attempts SET prompt_started_at = clock_timestamp()
+    WHERE id = :attempt_id AND finished_at IS NULL AND prompt_started_at IS NULL
+    RETURNING message_id
+)
+UPDATE voice_messages m SET updated_at = now() FROM a WHERE m.id = a.message_id;
+
+-- name: acknowledge^
+-- The callee pressed 1: no more calls (finish_call sees it), and an SMS this
+-- call escalated ends (trigger voice_messages_end_escalated_sms). No row when
+-- the message was canceled before the key came.
+WITH a AS (
+    UPDATE voice_attempts SET acknowledged_at = clock_timestamp()
+    WHERE id = :attempt_id AND finished_at IS NULL AND acknowledged_at IS NULL
+    RETURNING message_id, acknowledged_at
+)
+UPDATE voice_messages m SET acknowledged_at = a.acknowledged_at, updated_at = now()
+FROM a
+WHERE m.id = a.message_id AND m.acknowledged_at IS NULL AND m.canceled_at IS NULL
+RETURNING m.id, m.acknowledged_at;
 
 -- name: canceled_among$
 -- Which of these in-flight attempts belong to messages canceled meanwhile.
@@ -166,10 +229,13 @@ FROM voice_messages WHERE due_at IS NOT NULL;
 
 -- name: latest_sent_to^
 -- The voice message most recently played to this number, for inbound replay.
-SELECT m.id, m.account_id, m.file_name, f.stem
+-- `media`: under the sounds folder, the account's file or the rendered speech.
+SELECT m.id, m.account_id, coalesce(m.file_name, 'text') AS file_name,
+       coalesce(m.account_id || '/' || f.stem, 'speech/' || m.speech_stem) AS media
 FROM voice_messages m
-JOIN sound_files f ON f.account_id = m.account_id AND f.name = m.file_name
+LEFT JOIN sound_files f ON f.account_id = m.account_id AND f.name = m.file_name
 WHERE m.to_number = :number AND m.sent_at IS NOT NULL
+  AND (f.stem IS NOT NULL OR m.speech_stem IS NOT NULL)
 ORDER BY m.id DESC
 LIMIT 1;
 
