@@ -30,6 +30,9 @@ from service.telephony.ari import AriClient, AriError
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "amivono-call-"
+# Seconds a message whose call could not be placed waits before it is due
+# again (claims also wait while the ARI connection is down).
+NOT_PLACED_WAIT = 2.0
 
 def channel_id_for(attempt_id: int) -> str:
     # Fixed width: Asterisk matched 'amivono-call-1' against an existing
@@ -53,6 +56,9 @@ class Call:
     playback_finished: bool = False
     playback_failed: bool = False
     canceled: bool = False
+    # Writes of answer and playback times: in the background, so a database
+    # outage never holds up the call's events; the outcome waits for them.
+    marks: list[asyncio.Task[Any]] = field(default_factory=list)
     end: asyncio.Future[CallEnd] = field(default_factory=lambda: asyncio.get_running_loop()
                                          .create_future())
 
@@ -131,6 +137,11 @@ class VoiceWorker(QueueWorker):
                     endpoint=f"PJSIP/{call.to}@{s.trunk_endpoint}", channel_id=call.channel_id,
                     caller_id=call.from_, timeout=s.dial_timeout, app_args="voice")
             except AriError as exc:
+                if exc.not_done:
+                    # Never placed: Asterisk is away or could not make the
+                    # channel. Not an attempt; the message waits, as SMS do.
+                    await self._not_placed(call, exc)
+                    return
                 if exc.status != 409:  # 409: this attempt's channel exists already
                     await self._finish(call, CallEnd(
                         "failed", None, None, f"originate refused: {exc}", exc.retryable))
@@ -180,6 +191,18 @@ class VoiceWorker(QueueWorker):
             if exc.status != 404:
                 log.warning("hangup of %s failed: %s", call.channel_id, exc)
 
+    def _mark(self, call: Call, statement: Any) -> None:
+        call.marks.append(asyncio.create_task(
+            self.record(statement, attempt_id=call.attempt_id)))
+
+    async def _not_placed(self, call: Call, exc: AriError) -> None:
+        log.warning("voice %s attempt %s to %s: not placed, waiting for Asterisk (%s)",
+                    call.message_id, call.attempt_id, call.to, exc,
+                    extra={"message_id": call.message_id, "attempt_id": call.attempt_id,
+                           "kind": "voice"})
+        await self.record(queries.voice_messages.not_placed, attempt_id=call.attempt_id,
+                          detail=f"not placed: {exc}", wait_seconds=NOT_PLACED_WAIT)
+
     async def _finish(self, call: Call, end: CallEnd) -> None:
         metrics.SENDS.labels("voice", end.outcome).inc()
         log.info("voice %s attempt %s to %s: %s (%s, cause %s)", call.message_id,
@@ -187,6 +210,8 @@ class VoiceWorker(QueueWorker):
                  extra={"message_id": call.message_id, "attempt_id": call.attempt_id,
                         "kind": "voice"})
         s = self.settings
+        if call.marks:  # answered_at before the outcome that reads it
+            await asyncio.gather(*call.marks, return_exceptions=True)
         await self.record(
             queries.voice_messages.finish_call, attempt_id=call.attempt_id,
             outcome=end.outcome, cause_code=end.cause_code, cause_text=end.cause_text,
@@ -207,7 +232,7 @@ class VoiceWorker(QueueWorker):
             await self._answered(call)
         elif kind == "PlaybackStarted":
             call.playback_started = True
-            await self.record(queries.voice_messages.mark_playing, attempt_id=call.attempt_id)
+            self._mark(call, queries.voice_messages.mark_playing)
         elif kind == "PlaybackFinished":
             call.playback_finished = True
             call.playback_failed = event["playback"].get("state") == "failed"
@@ -219,7 +244,7 @@ class VoiceWorker(QueueWorker):
         if call.answered:
             return
         call.answered = True
-        await self.record(queries.voice_messages.mark_answered, attempt_id=call.attempt_id)
+        self._mark(call, queries.voice_messages.mark_answered)
         if call.canceled:
             await self._hangup(call)
             return

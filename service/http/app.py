@@ -29,7 +29,12 @@ from service.http import (
     voice_routes,
     webhook_routes,
 )
-from service.http.errors import handle_http_exception, handle_refused, handle_unavailable
+from service.http.errors import (
+    handle_http_exception,
+    handle_refused,
+    handle_unavailable,
+    unavailable_response,
+)
 from service.http.json_io import JSON, authenticated
 from service.settings import Settings
 from service.store import database
@@ -60,7 +65,9 @@ async def purge_idempotency_keys(pool: asyncpg.Pool) -> None:
         try:
             await queries.idempotency_keys.purge_expired(pool)
         except database.OUTAGE as exc:
-            log.warning("purging idempotency keys failed: %s", exc)
+            log.warning("purging idempotency keys failed (retried later): %s", exc)
+        except Exception:  # a bug: logged; the sweep must go on, and the API with it
+            log.exception("purging idempotency keys failed")
         await asyncio.sleep(PURGE_EVERY_SECONDS)
 
 
@@ -118,6 +125,53 @@ class CountAccepted:
             await send(message)
 
         await self.app(scope, receive, counting_send)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or every part of an exception group) says the database
+    cannot be reached now."""
+    if isinstance(exc, database.UNAVAILABLE):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(database_unavailable(e) for e in exc.exceptions)
+    return False
+
+
+class DatabaseOutages:
+    """The outermost layer: a database outage met anywhere, also where the
+    route's exception handlers do not reach (another middleware, a handler
+    itself, an exception group), answers 503 with Retry-After, never a 500
+    or a dropped connection. Logs the outage once when it starts (the
+    handlers and this) and once when it ends: the first authenticated request
+    answered below 500 afterwards (authentication reads the database)."""
+
+    def __init__(self, app: ASGIApp, outage: database.OutageLog) -> None:
+        self.app = app
+        self.outage = outage
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if status or not database_unavailable(exc):
+                raise
+            self.outage.failed(exc)
+            await unavailable_response()(scope, receive, send)
+            return
+        if (self.outage.since is not None and status < 500
+                and any(k == b"authorization" for k, _ in scope.get("headers", []))):
+            self.outage.recovered()
 
 
 def link_route_path(settings: Settings) -> str:
@@ -191,10 +245,11 @@ def create_app(settings: Settings) -> Starlette:
         # Last: with a link base that has no path, "/{token}" would shadow the rest.
         Route(link_route_path(settings), sms.open_link, methods=["GET", "HEAD"]),
     ]
+    outage = database.OutageLog("api", log)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(CountAccepted)],
+        middleware=[Middleware(DatabaseOutages, outage=outage), Middleware(CountAccepted)],
         exception_handlers={Refused: handle_refused, HTTPException: handle_http_exception,
                             **dict.fromkeys(database.UNAVAILABLE, handle_unavailable)},
     )
@@ -204,4 +259,5 @@ def create_app(settings: Settings) -> Starlette:
     # to another resource). A path that matches no route is a 404.
     app.router.redirect_slashes = False
     app.state.settings = settings
+    app.state.outage = outage
     return app
