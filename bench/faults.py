@@ -78,7 +78,7 @@ async def send_sms(c: httpx.AsyncClient, t: Tally, key: str, body: str, to: str)
         if r.status_code in (200, 201):
             t.accepted[body] = r.json()["id"]
             return
-        if r.status_code == 503:
+        if r.status_code in (503, 409):  # 409: the same key still in progress
             await asyncio.sleep(min(5.0, float(r.headers.get("Retry-After", "1"))) / 5)
             continue
         raise RuntimeError(f"SMS refused: {r.status_code} {r.text}")
@@ -225,7 +225,8 @@ async def settle(pool: Any, t: Tally, voice_ids: list[int], timeout: float) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         open_sms = await pool.fetchval(
-            "SELECT count(*) FROM sms_messages WHERE id = ANY($1) AND finished_at IS NULL", ids)
+            "SELECT count(*) FROM sms_message_view WHERE id = ANY($1)"
+            " AND status IN ('queued', 'sending', 'scheduled')", ids)
         open_voice = await pool.fetchval(
             "SELECT count(*) FROM voice_messages WHERE id = ANY($1) AND finished_at IS NULL",
             voice_ids)
@@ -273,7 +274,7 @@ async def run(args: argparse.Namespace, cluster: Cluster, key: str,
             try:
                 await settle(pool, t, voice_ids, args.settle)
                 rows = await pool.fetch(
-                    """SELECT m.id, m.body, m.finished_at IS NOT NULL AS final,
+                    """SELECT m.id, m.body,
                               count(a.*) FILTER (WHERE a.outcome = 'unknown') AS unknown
                        FROM sms_messages m LEFT JOIN sms_attempts a ON a.message_id = m.id
                        WHERE m.id = ANY($1) GROUP BY m.id""", list(t.accepted.values()))
