@@ -127,7 +127,9 @@ async def test_the_dispatcher_survives_postgresql_restarts_and_delivers_everythi
                         break
                     await asyncio.sleep(0.2)
                 assert r.status_code == 201, r.text
-            await restart(cluster, 3.0)  # while these are queued and being sent
+            # While these are queued and being sent, and longer than the old
+            # retries of an outcome write (7.5 s): written when it is back.
+            await restart(cluster, 9.0)
 
         def delivered() -> bool:
             got = {m["body"] for m in received_sms(carrier)}
@@ -239,3 +241,36 @@ async def test_a_call_asterisk_never_placed_waits_and_is_dialled_once_it_can_be(
     finally:
         d.stop()
         await proxy.close()
+
+
+async def test_a_call_while_asterisk_is_down_waits_and_is_dialled_once_it_is_back(
+        client, auth, pool, carrier, gateway):
+    await upload(client, auth, "down.wav", tone(440, 1.0))
+    d = start_dispatcher(f"ari-down-{time.time_ns()}")
+    to = phone()
+    try:
+        await wait_for(lambda: "voice: connected" in d.log(), 60, what="voice connected")
+        await asyncio.to_thread(gateway.stop)
+        try:
+            await wait_for(lambda: "ARI events unavailable" in d.log(), 30,
+                           what="the dispatcher to see ARI go")
+            r = await client.post("/messages/voice", headers=auth, json={
+                "from": "+46736265400", "to": to, "file": "down.wav", "retries": 0})
+            assert r.status_code == 201, r.text
+            message_id = r.json()["id"]
+            await asyncio.sleep(3)  # long enough for a claim, if one were made
+            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+            assert (m["status"], m["attempts_made"], m["attempts"]) == ("queued", 0, []), m
+        finally:
+            await asyncio.to_thread(gateway.start)
+
+        async def final() -> dict:
+            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+            return m if m["outcome"] is not None else {}
+
+        m = await wait_for(final, 60, what="the call to end")
+        assert (m["outcome"], m["attempts_made"], len(m["attempts"])) == ("completed", 1, 1), m
+        assert [c for c in received_calls(carrier) if c["to"] == to], to
+        assert d.alive(), d.log()[-3000:]
+    finally:
+        d.stop()
