@@ -79,8 +79,11 @@ class Dispatcher:
 
         def handled(task: asyncio.Task[None]) -> None:
             handling.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                log.error("inbound SMS failed", exc_info=task.exception())
+            exc = None if task.cancelled() else task.exception()
+            if isinstance(exc, database.OutageLasted):  # the inbox replay stores it later
+                log.warning("inbound SMS not stored yet: the database is away")
+            elif exc is not None:
+                log.error("inbound SMS failed", exc_info=exc)
 
         async def on_event(event: dict[str, Any]) -> None:
             if event.get("type") == "TextMessageReceived":
@@ -140,7 +143,7 @@ class Dispatcher:
                     await worker.maintain()
                 await inbound.replay_inbox()
                 outage.recovered()
-            except database.OUTAGE as exc:  # retried next second
+            except database.OUTAGE_OR_LASTED as exc:  # retried next second
                 outage.failed(exc)
             except Exception as exc:  # retried next second; housekeeping must go on
                 faults.failed(exc)

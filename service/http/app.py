@@ -189,8 +189,16 @@ def create_app(settings: Settings) -> Starlette:
         # The schema is migrated once by the command that starts the process
         # tree (`amivono run|api|migrate`), not by each process.
         ensure_sounds_dir(settings.sounds_dir)
-        app.state.pool = await database.create_pool(
-            settings.database_url, min_size=2, max_size=settings.db_pool_size)
+        try:
+            app.state.pool = await database.create_pool(
+                settings.database_url, min_size=2, max_size=settings.db_pool_size)
+        except database.OUTAGE as exc:
+            # Started while PostgreSQL is away: serve (503 until it is back)
+            # with a pool that connects on demand, rather than exit.
+            log.warning("database unavailable at start (%s: %s); answering 503 until it"
+                        " is back", type(exc).__name__, exc)
+            app.state.pool = await database.create_pool(
+                settings.database_url, min_size=0, max_size=settings.db_pool_size)
         app.state.notifier = DueNotifier(app.state.pool)
         app.state.notifier.start()
         # The readiness probe's client; no events, only GET /asterisk/info.

@@ -44,6 +44,10 @@ class OutageLasted(Exception):
     """The database stayed away through every retry of through_outages."""
 
 
+# Also what through_outages raises when its retries ran out.
+OUTAGE_OR_LASTED: tuple[type[BaseException], ...] = (*OUTAGE, OutageLasted)
+
+
 class OutageLog:
     """Logs an outage once when it starts and once when it ends, however
     many failures it is made of (a restart is hundreds of them)."""
