@@ -32,9 +32,12 @@ from voice_calls import tone_wav  # noqa: E402
 
 from sandbox.instances import instances  # noqa: E402
 from sandbox.pg_cluster import Cluster  # noqa: E402
+from sandbox.processes import wait_for  # noqa: E402
 from sandbox.settings import SandboxSettings  # noqa: E402
 
-PG_PORT = 45432
+# Below Linux's ephemeral range (32768-60999), where a client socket of
+# another program may hold a port for a moment.
+PG_PORT = 31432
 DB_URL = f"postgresql://postgres@127.0.0.1:{PG_PORT}/amivono_faults"
 FROM = stack.SPEC_FROM
 
@@ -178,9 +181,12 @@ async def hostile(c: httpx.AsyncClient, t: Tally, key: str) -> None:
             r = await c.request(method, path, content=body, headers=headers, timeout=10)
             status = r.status_code
         except httpx.HTTPError as exc:
+            stack.say(f"hostile input not answered: {method} {path[:40]}: {exc}")
             t.hostile[f"no answer ({type(exc).__name__})"] += 1
             continue
         t.hostile[f"{status // 100}xx"] += 1
+        if status < 300:
+            stack.say(f"hostile input accepted ({status}): {method} {path[:40]} {body[:60]!r}")
         classify(t, status, f"hostile {method} {path[:40]}")
 
 
@@ -197,25 +203,35 @@ async def pg_restarts(cluster: Cluster, t: Tally, count: int, down: float) -> No
 
 
 async def asterisk_kills(t: Tally, key: str, c: httpx.AsyncClient, calls: int) -> list[int]:
-    """Voice messages (retries 0) while the gateway Asterisk is killed and
+    """Voice messages (retries 0): half placed, the gateway Asterisk SIGKILLed
+    while they ring or play, the other half sent while it is down, then it is
     started again; returns their ids."""
     gateway = instances(SandboxSettings.from_env())["gateway"]
-    ids = []
-    for i in range(calls):
+    auth = {"Authorization": f"Bearer {key}"}
+
+    async def post(i: int) -> int:
         r = await c.post("/messages/voice", json={
             "from": FROM, "to": f"+4673660{i:04d}", "file": "tone.wav", "retries": 0},
-            headers={"Authorization": f"Bearer {key}"})
+            headers=auth)
         classify(t, r.status_code, "POST /messages/voice")
-        ids.append(r.json()["id"])
-        if i == calls // 2:
-            pid = gateway.pid()
-            if pid:
-                os.kill(pid, signal.SIGKILL)
-                t.faults["gateway Asterisk SIGKILL"] += 1
-                await asyncio.to_thread(stack.wait_until, lambda: gateway.pid() is None, 20,
-                                        "the gateway Asterisk to go")
-                await asyncio.sleep(2.0)  # calls claimed meanwhile meet a dead ARI
-                await asyncio.to_thread(gateway.start)
+        return int(r.json()["id"])
+
+    ids = [await post(i) for i in range(calls // 2)]
+
+    async def calling() -> bool:
+        r = await c.get(f"/messages/voice/{ids[-1]}", headers=auth)
+        return bool(r.json()["status"] == "calling")
+
+    await wait_for(calling, 20, what="a call in progress")
+    pid = gateway.pid()
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+        t.faults["gateway Asterisk SIGKILL"] += 1
+        await asyncio.to_thread(stack.wait_until, lambda: gateway.pid() is None, 20,
+                                "the gateway Asterisk to go")
+        ids += [await post(i) for i in range(calls // 2, calls)]
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(gateway.start)
     return ids
 
 
@@ -352,6 +368,7 @@ def main() -> None:
     os.environ["AMIVONO_SENDER_POLICY"] = "any"
     with stack.cleanup_on_exit() as st:
         stack.say(f"PostgreSQL cluster of our own on port {PG_PORT}")
+        stack.wait_port_free(PG_PORT, "PostgreSQL", timeout=30)
         cluster = Cluster(PG_PORT).init()
         st.callback(cluster.remove)
         cluster.start()
