@@ -149,6 +149,7 @@ class AriClient:
         runs after every (re)connection so the caller can reconcile."""
         token = base64.b64encode(f"{self._auth[0]}:{self._auth[1]}".encode()).decode()
         backoff = 0.2
+        last_surprise = ""
         while not stop.is_set():
             try:
                 async with websockets.connect(
@@ -175,6 +176,13 @@ class AriClient:
                         raise reader.exception()  # type: ignore[misc]
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                 log.warning("ARI events unavailable: %s", exc)
+            except Exception as exc:  # a surprise: reconnect, never a deaf dispatcher
+                seen = f"{type(exc).__name__}: {exc}"
+                if seen != last_surprise:  # the traceback once, not at every retry
+                    log.exception("ARI events failed; reconnecting")
+                else:
+                    log.error("ARI events failed again (%s); reconnecting", seen)
+                last_surprise = seen
             self.connected.clear()
             if stop.is_set():
                 break
