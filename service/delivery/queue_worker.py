@@ -85,6 +85,10 @@ class QueueWorker:
     """Claims due jobs of one queue and runs each as a task, `capacity` at once."""
 
     kind = "queue"
+    # (first, cap) seconds of the backoffs: before restarting the loop after
+    # an unexpected failure, and between tries while the database is away.
+    restart_backoff = (0.5, 30.0)
+    outage_backoff = (0.2, 5.0)
 
     def __init__(self, ctx: WorkerContext, capacity: int, rate: float) -> None:
         self.ctx = ctx
@@ -94,7 +98,7 @@ class QueueWorker:
         self.in_flight: set[asyncio.Task[None]] = set()
         self._was_ready = False
         self.outage = OutageLog(self.kind)
-        self._outage_backoff = Backoff(cap=5.0)
+        self._outage_backoff = Backoff(*self.outage_backoff)
         self.faults = FailureLog(f"{self.kind} loop")
 
     @property
@@ -122,7 +126,7 @@ class QueueWorker:
         """Runs the queue until `stop`. A database outage is waited out inside
         (_cycle); anything else that escapes restarts the loop after a backoff,
         its traceback logged once per distinct failure: never a dead worker."""
-        backoff = Backoff(first=0.5, cap=30.0)
+        backoff = Backoff(*self.restart_backoff)
         while not stop.is_set():
             try:
                 await self._cycle(stop)
