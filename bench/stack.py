@@ -25,13 +25,20 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = BENCH_DIR.parent
 PYTHON = str(PROJECT_DIR / ".venv" / "bin" / "python")
-WORK_DIR = Path(os.environ.get("AMIVONO_BENCH_WORK", "/tmp/amivono-bench"))  # noqa: S108
+# A stack apart (set by the fault suite, bench/faults.py, before it imports
+# this): every port moved by 10000 and its own folders, so it runs beside
+# the other benches without their lock.
+APART = os.environ.get("AMIVONO_BENCH_APART") == "1"
+_P = 10000 if APART else 0
+_SUFFIX = "-apart" if APART else ""
+WORK_DIR = Path(os.environ.get("AMIVONO_BENCH_WORK",
+                               f"/tmp/amivono-bench{_SUFFIX}"))  # noqa: S108
 LOG_DIR = WORK_DIR / "logs"
 
 DB_NAME = "amivono_bench"
 DATABASE_URL = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-API_PORT = 38080
+API_PORT = 38080 + _P
 API = f"http://127.0.0.1:{API_PORT}"
 
 # Ports and folders of the benchmarks, apart from the demo's (8080, 1xxxx) and
@@ -41,17 +48,17 @@ BENCH_ENV = {
     "AMIVONO_API_PORT": str(API_PORT),
     "AMIVONO_PUBLIC_BASE_URL": API,
     "AMIVONO_LINK_BASE_URL": f"{API}/l",
-    "AMIVONO_ARI_URL": "http://127.0.0.1:38088/ari",
-    "AMIVONO_HTTP_PORT": "38088",
-    "AMIVONO_CARRIER_HTTP_PORT": "38089",
-    "AMIVONO_SIP_PORT": "35060",
-    "AMIVONO_TRUNK_PORT": "35070",
-    "AMIVONO_AMI_PORT": "35038",
-    "AMIVONO_CARRIER_AMI_PORT": "35039",
-    "AMIVONO_FASTAGI_PORT": "34573",
-    "AMIVONO_RUN_DIR": "/srv/amivono-bench",
-    "AMIVONO_SOUNDS_DIR": "/var/lib/amivono/sounds-bench",
-    "AMIVONO_SMS_INBOX": "/var/lib/amivono/inbox-bench/sms-inbox.log",
+    "AMIVONO_ARI_URL": f"http://127.0.0.1:{38088 + _P}/ari",
+    "AMIVONO_HTTP_PORT": str(38088 + _P),
+    "AMIVONO_CARRIER_HTTP_PORT": str(38089 + _P),
+    "AMIVONO_SIP_PORT": str(35060 + _P),
+    "AMIVONO_TRUNK_PORT": str(35070 + _P),
+    "AMIVONO_AMI_PORT": str(35038 + _P),
+    "AMIVONO_CARRIER_AMI_PORT": str(35039 + _P),
+    "AMIVONO_FASTAGI_PORT": str(34573 + _P),
+    "AMIVONO_RUN_DIR": f"/srv/amivono-bench{_SUFFIX}",
+    "AMIVONO_SOUNDS_DIR": f"/var/lib/amivono/sounds-bench{_SUFFIX}",
+    "AMIVONO_SMS_INBOX": f"/var/lib/amivono/inbox-bench{_SUFFIX}/sms-inbox.log",
     # The black-hole webhook of bench/sms_end_to_end.py listens on loopback.
     "AMIVONO_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
     # The benches send thousands to one number: no hourly cap per destination.

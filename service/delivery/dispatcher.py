@@ -21,13 +21,14 @@ from prometheus_client import start_http_server
 
 from service import metrics
 from service.delivery.inbound_sms import InboundSms
-from service.delivery.queue_worker import QueueWorker, WorkerContext
+from service.delivery.queue_worker import FailureLog, QueueWorker, WorkerContext
 from service.delivery.sms_sends import SmsWorker
 from service.delivery.sms_transports import SmsTransport
 from service.delivery.voice_calls import VoiceWorker
 from service.delivery.webhook_worker import WebhookWorker
 from service.settings import Settings
 from service.store import database
+from service.store.queries import queries
 from service.store.queue_signal import CANCEL_CHANNEL, CHANNEL, WEBHOOK_CHANNEL, Listener
 from service.telephony.ari import AriClient
 
@@ -55,7 +56,14 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        pool = await database.create_pool(s.database_url, min_size=2, max_size=10)
+        # Started while PostgreSQL is away: wait for it rather than exit.
+        pool = await database.until_back(
+            lambda: database.create_pool(s.database_url, min_size=2, max_size=10),
+            "dispatcher: connecting")
+        # What this name's previous run left open is closed by the next claim
+        # now, not when its leases run out.
+        await database.until_back(lambda: self._expire_own_leases(pool),
+                                  "dispatcher: closing the previous run's attempts")
         ctx = WorkerContext(settings=s, pool=pool, ari=self.ari, name=self.name)
         sms = SmsWorker(ctx, self.transports, s.sms_transport)
         voice = VoiceWorker(ctx)
@@ -71,8 +79,11 @@ class Dispatcher:
 
         def handled(task: asyncio.Task[None]) -> None:
             handling.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                log.error("inbound SMS failed", exc_info=task.exception())
+            exc = None if task.cancelled() else task.exception()
+            if isinstance(exc, database.OutageLasted):  # the inbox replay stores it later
+                log.warning("inbound SMS not stored yet: the database is away")
+            elif exc is not None:
+                log.error("inbound SMS failed", exc_info=exc)
 
         async def on_event(event: dict[str, Any]) -> None:
             if event.get("type") == "TextMessageReceived":
@@ -114,22 +125,28 @@ class Dispatcher:
             await pool.close()
             log.info("dispatcher %s stopped", self.name)
 
+    async def _expire_own_leases(self, pool: Any) -> None:
+        await queries.sms_messages.expire_own_leases(pool, dispatcher=self.name)
+        await queries.voice_messages.expire_own_leases(pool, dispatcher=self.name)
+
     async def _housekeeping(self, ctx: WorkerContext, workers: list[QueueWorker],
                             inbound: InboundSms, listener: Listener,
                             stop: asyncio.Event) -> None:
+        outage = database.OutageLog("housekeeping")
+        faults = FailureLog("housekeeping")
         while not stop.is_set():
-            await listener.ensure()
-            if self.settings.metrics_port:
-                try:
-                    await metrics.refresh_queue(ctx.pool)
-                except database.OUTAGE:
-                    pass
-            for worker in workers:
-                await worker.maintain()
             try:
+                await listener.ensure()
+                if self.settings.metrics_port:
+                    await metrics.refresh_queue(ctx.pool)
+                for worker in workers:
+                    await worker.maintain()
                 await inbound.replay_inbox()
-            except Exception:  # retried next second; housekeeping must go on
-                log.exception("inbox replay failed")
+                outage.recovered()
+            except database.OUTAGE_OR_LASTED as exc:  # retried next second
+                outage.failed(exc)
+            except Exception as exc:  # retried next second; housekeeping must go on
+                faults.failed(exc)
             try:
                 await asyncio.wait_for(stop.wait(), 1.0)
             except TimeoutError:

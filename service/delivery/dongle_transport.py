@@ -120,6 +120,7 @@ class DongleAmiTransport:
         self._reconnect_max = reconnect_max
         self._session: _Session | None = None
         self._closed = asyncio.Event()
+        self._failing = False  # AMI unreachable: logged once until it is back
         self._waiters: dict[str, asyncio.Future[str]] = {}
         self._unclaimed: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
@@ -137,7 +138,11 @@ class DongleAmiTransport:
                 break
             if logged_in:
                 delay = self._reconnect_min
-            log.warning("AMI %s:%s: reconnecting in %.1f s", self._host, self._port, delay)
+                self._failing = False
+            if not self._failing:  # once per outage, not at every try
+                log.warning("AMI %s:%s: reconnecting (every %.1f s up to %.1f s)",
+                            self._host, self._port, delay, self._reconnect_max)
+            self._failing = not logged_in
             await _first(stop, self._closed, timeout=delay)
             delay = min(delay * 2, self._reconnect_max)
 
@@ -162,7 +167,7 @@ class DongleAmiTransport:
                 await _wait(connecting, self._connect_timeout, *stopping)
             except (OSError, TimeoutError, ConnectionError) as exc:
                 connecting.cancel()
-                if not (stop.is_set() or self._closed.is_set()):
+                if not (stop.is_set() or self._closed.is_set() or self._failing):
                     log.warning("AMI %s:%s: cannot connect: %s", self._host, self._port, exc)
                 return False
             if manager.protocol is None:

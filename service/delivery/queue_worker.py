@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from service.settings import Settings
-from service.store.database import OUTAGE, OutageLasted, through_outages
+from service.store.database import OUTAGE, Backoff, OutageLog, until_back
 
 if TYPE_CHECKING:  # the ARI client (aiohttp) is only carried here
     from service.telephony.ari import AriClient
@@ -37,6 +38,27 @@ class WorkerContext:
     pool: asyncpg.Pool
     ari: AriClient
     name: str  # the dispatcher's name, written on the leases it takes
+
+
+class FailureLog:
+    """Logs an unexpected failure with its traceback the first time it is
+    seen, and only a one-line count when the same failure repeats: a loop
+    restarting on one bug must not fill the disk."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.seen: dict[str, int] = {}
+
+    def failed(self, exc: BaseException) -> None:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+        key = f"{type(exc).__name__} at {where}"
+        count = self.seen.get(key, 0) + 1
+        self.seen[key] = count
+        if count == 1:
+            log.error("%s failed; restarting it", self.what, exc_info=exc)
+        else:
+            log.error("%s failed again (%s, %d times); restarting it", self.what, key, count)
 
 
 class Pacer:
@@ -63,6 +85,10 @@ class QueueWorker:
     """Claims due jobs of one queue and runs each as a task, `capacity` at once."""
 
     kind = "queue"
+    # (first, cap) seconds of the backoffs: before restarting the loop after
+    # an unexpected failure, and between tries while the database is away.
+    restart_backoff = (0.5, 30.0)
+    outage_backoff = (0.2, 5.0)
 
     def __init__(self, ctx: WorkerContext, capacity: int, rate: float) -> None:
         self.ctx = ctx
@@ -71,6 +97,9 @@ class QueueWorker:
         self.wake = asyncio.Event()
         self.in_flight: set[asyncio.Task[None]] = set()
         self._was_ready = False
+        self.outage = OutageLog(self.kind)
+        self._outage_backoff = Backoff(*self.outage_backoff)
+        self.faults = FailureLog(f"{self.kind} loop")
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -94,44 +123,65 @@ class QueueWorker:
         """Called about once a second by the dispatcher's housekeeping."""
 
     async def loop(self, stop: asyncio.Event) -> None:
-        poll = self.settings.poll_seconds
+        """Runs the queue until `stop`. A database outage is waited out inside
+        (_cycle); anything else that escapes restarts the loop after a backoff,
+        its traceback logged once per distinct failure: never a dead worker."""
+        backoff = Backoff(*self.restart_backoff)
         while not stop.is_set():
-            self.wake.clear()
-            ready = self.ready()
-            if ready != self._was_ready:
-                log.warning("%s: %s", self.kind,
-                            "connected: sending" if ready else "disconnected: holding sends")
-                self._was_ready = ready
-            free = self.capacity - len(self.in_flight) if ready else 0
-            taken = 0
-            if free > 0:
-                try:
-                    taken, jobs = await self.claim(free)
-                except OUTAGE as exc:
-                    log.warning("%s: claim failed: %s", self.kind, exc)
-                    await asyncio.sleep(1.0)
-                    continue
-                for job in jobs:
-                    task = asyncio.create_task(self._run(job))
-                    self.in_flight.add(task)
-                    task.add_done_callback(self._done)
-            if free > 0 and taken == free:
-                await asyncio.sleep(0)  # more may be due: claim again at once
-                continue
-            if ready and free <= 0:
-                # Every slot is taken: nothing to claim until one frees (wake).
-                await self._sleep(stop, poll)
-                continue
-            timeout = poll if ready else min(poll, 0.2)
             try:
-                until_due = await self.seconds_until_due()
-            except OUTAGE:
-                until_due = None
-            if until_due is not None and until_due > 0:
-                # Overdue rows we could not claim are held by another dispatcher
-                # or over a cap: only a future due time shortens the wait.
-                timeout = min(timeout, until_due + 0.005)
-            await self._sleep(stop, timeout)
+                await self._cycle(stop)
+                backoff.reset()
+            except Exception as exc:  # a bug or a dependency's surprise: restart, not exit
+                self.faults.failed(exc)
+                await self._sleep(stop, backoff.next())
+
+    async def _cycle(self, stop: asyncio.Event) -> None:
+        """One claim-and-wait round of the loop."""
+        poll = self.settings.poll_seconds
+        self.wake.clear()
+        ready = self.ready()
+        if ready != self._was_ready:
+            log.warning("%s: %s", self.kind,
+                        "connected: sending" if ready else "disconnected: holding sends")
+            self._was_ready = ready
+        free = self.capacity - len(self.in_flight) if ready else 0
+        taken = 0
+        if free > 0:
+            try:
+                taken, jobs = await self.claim(free)
+            except OUTAGE as exc:
+                self.outage.failed(exc)
+                await self._sleep(stop, self._outage_backoff.next())
+                return
+            self._database_back()
+            for job in jobs:
+                task = asyncio.create_task(self._run(job))
+                self.in_flight.add(task)
+                task.add_done_callback(self._done)
+        if free > 0 and taken == free:
+            await asyncio.sleep(0)  # more may be due: claim again at once
+            return
+        if ready and free <= 0:
+            # Every slot is taken: nothing to claim until one frees (wake).
+            await self._sleep(stop, poll)
+            return
+        timeout = poll if ready else min(poll, 0.2)
+        try:
+            until_due = await self.seconds_until_due()
+        except OUTAGE as exc:
+            self.outage.failed(exc)
+            await self._sleep(stop, self._outage_backoff.next())
+            return
+        self._database_back()
+        if until_due is not None and until_due > 0:
+            # Overdue rows we could not claim are held by another dispatcher
+            # or over a cap: only a future due time shortens the wait.
+            timeout = min(timeout, until_due + 0.005)
+        await self._sleep(stop, timeout)
+
+    def _database_back(self) -> None:
+        self.outage.recovered()
+        self._outage_backoff.reset()
 
     async def _run(self, job: Job) -> None:
         await self.pacer.wait()
@@ -159,12 +209,8 @@ class QueueWorker:
             await asyncio.gather(*self.in_flight, return_exceptions=True)
 
     async def record(self, statement: Callable[..., Awaitable[Any]], **params: Any) -> Any:
-        """Run a statement that records an outcome, retrying through short
-        database outages; if it still fails, the lease expires and the next
-        claim closes the attempt as 'unknown'."""
-        try:
-            return await through_outages(lambda: statement(self.pool, **params),
-                                         f"{self.kind}: recording")
-        except OutageLasted:
-            log.error("%s: could not record %s; its lease will expire", self.kind, params)
-            return None
+        """Run a statement that records an outcome, retrying for as long as the
+        database is away: the outcome happened, and an attempt left open would
+        become a duplicate once its lease ran out."""
+        return await until_back(lambda: statement(self.pool, **params),
+                                f"{self.kind}: recording")

@@ -38,6 +38,9 @@ from service.telephony.ari import AriClient, AriError
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "amivono-call-"
+# Seconds a message whose call could not be placed waits before it is due
+# again (claims also wait while the ARI connection is down).
+NOT_PLACED_WAIT = 2.0
 
 def channel_id_for(attempt_id: int) -> str:
     # Fixed width: Asterisk matched 'amivono-call-1' against an existing
@@ -76,6 +79,9 @@ class Call:
     prompt_seconds: float = 0.0
     listening: asyncio.TimerHandle | None = None
     last_dtmf: tuple[Any, Any] = (None, None)
+    # Writes of answer and playback times: in the background, so a database
+    # outage never holds up the call's events; the outcome waits for them.
+    marks: list[asyncio.Task[Any]] = field(default_factory=list)
     end: asyncio.Future[CallEnd] = field(default_factory=lambda: asyncio.get_running_loop()
                                          .create_future())
 
@@ -170,6 +176,11 @@ class VoiceWorker(QueueWorker):
                     endpoint=f"PJSIP/{call.to}@{s.trunk_endpoint}", channel_id=call.channel_id,
                     caller_id=call.from_, timeout=s.dial_timeout, app_args="voice")
             except AriError as exc:
+                if exc.not_done:
+                    # Never placed: Asterisk is away or could not make the
+                    # channel. Not an attempt; the message waits, as SMS do.
+                    await self._not_placed(call, exc)
+                    return
                 if exc.status != 409:  # 409: this attempt's channel exists already
                     await self._finish(call, CallEnd(
                         "failed", None, None, f"originate refused: {exc}", exc.retryable))
@@ -221,6 +232,18 @@ class VoiceWorker(QueueWorker):
             if exc.status != 404:
                 log.warning("hangup of %s failed: %s", call.channel_id, exc)
 
+    def _mark(self, call: Call, statement: Any, **params: Any) -> None:
+        call.marks.append(asyncio.create_task(
+            self.record(statement, attempt_id=call.attempt_id, **params)))
+
+    async def _not_placed(self, call: Call, exc: AriError) -> None:
+        log.warning("voice %s attempt %s to %s: not placed, waiting for Asterisk (%s)",
+                    call.message_id, call.attempt_id, call.to, exc,
+                    extra={"message_id": call.message_id, "attempt_id": call.attempt_id,
+                           "kind": "voice"})
+        await self.record(queries.voice_messages.not_placed, attempt_id=call.attempt_id,
+                          detail=f"not placed: {exc}", wait_seconds=NOT_PLACED_WAIT)
+
     async def _finish(self, call: Call, end: CallEnd) -> None:
         if call.acknowledged:  # however the channel then went
             end = CallEnd("acknowledged", end.cause_code, end.cause_text,
@@ -231,6 +254,8 @@ class VoiceWorker(QueueWorker):
                  extra={"message_id": call.message_id, "attempt_id": call.attempt_id,
                         "kind": "voice"})
         s = self.settings
+        if call.marks:  # answered_at before the outcome that reads it
+            await asyncio.gather(*call.marks, return_exceptions=True)
         await self.record(
             queries.voice_messages.finish_call, attempt_id=call.attempt_id,
             outcome=end.outcome, cause_code=end.cause_code, cause_text=end.cause_text,
@@ -254,11 +279,9 @@ class VoiceWorker(QueueWorker):
             playback_id = event["playback"].get("id", "")
             if playback_id == f"{call.channel_id}-play":
                 call.playback_started = True
-                await self.record(queries.voice_messages.mark_playing,
-                                  attempt_id=call.attempt_id)
+                self._mark(call, queries.voice_messages.mark_playing)
             elif "-prompt" in playback_id:
-                await self.record(queries.voice_messages.mark_prompting,
-                                  attempt_id=call.attempt_id)
+                self._mark(call, queries.voice_messages.mark_prompting)
         elif kind == "PlaybackFinished":
             if event["playback"].get("id") != call.playback_id:
                 return  # one we stopped on purpose
@@ -322,8 +345,7 @@ class VoiceWorker(QueueWorker):
     async def _key(self, call: Call, digit: str) -> None:
         if not digit or call.acknowledged:
             return
-        await self.record(queries.voice_messages.record_key, attempt_id=call.attempt_id,
-                          key=digit)
+        self._mark(call, queries.voice_messages.record_key, key=digit)
         if not call.acknowledge or call.canceled:
             return
         if digit == ACK_KEY:
@@ -343,7 +365,7 @@ class VoiceWorker(QueueWorker):
             await self.ari.request("DELETE", f"/playbacks/{stopped}")
         except AriError:
             pass  # it had ended already
-        await self.record(queries.voice_messages.acknowledge, attempt_id=call.attempt_id)
+        self._mark(call, queries.voice_messages.acknowledge)
         try:
             # One readable line per acknowledgement on the gateway console.
             await self.ari.set_global(
@@ -362,7 +384,7 @@ class VoiceWorker(QueueWorker):
         if call.answered:
             return
         call.answered = True
-        await self.record(queries.voice_messages.mark_answered, attempt_id=call.attempt_id)
+        self._mark(call, queries.voice_messages.mark_answered)
         if call.canceled:
             await self._hangup(call)
             return

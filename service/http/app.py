@@ -31,7 +31,12 @@ from service.http import (
     voice_routes,
     webhook_routes,
 )
-from service.http.errors import handle_http_exception, handle_refused, handle_unavailable
+from service.http.errors import (
+    handle_http_exception,
+    handle_refused,
+    handle_unavailable,
+    unavailable_response,
+)
 from service.http.json_io import JSON, authenticated
 from service.settings import Settings
 from service.store import database
@@ -62,7 +67,9 @@ async def purge_idempotency_keys(pool: asyncpg.Pool) -> None:
         try:
             await queries.idempotency_keys.purge_expired(pool)
         except database.OUTAGE as exc:
-            log.warning("purging idempotency keys failed: %s", exc)
+            log.warning("purging idempotency keys failed (retried later): %s", exc)
+        except Exception:  # a bug: logged; the sweep must go on, and the API with it
+            log.exception("purging idempotency keys failed")
         await asyncio.sleep(PURGE_EVERY_SECONDS)
 
 
@@ -160,6 +167,53 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or every part of an exception group) says the database
+    cannot be reached now."""
+    if isinstance(exc, database.UNAVAILABLE):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(database_unavailable(e) for e in exc.exceptions)
+    return False
+
+
+class DatabaseOutages:
+    """The outermost layer: a database outage met anywhere, also where the
+    route's exception handlers do not reach (another middleware, a handler
+    itself, an exception group), answers 503 with Retry-After, never a 500
+    or a dropped connection. Logs the outage once when it starts (the
+    handlers and this) and once when it ends: the first authenticated request
+    answered below 500 afterwards (authentication reads the database)."""
+
+    def __init__(self, app: ASGIApp, outage: database.OutageLog) -> None:
+        self.app = app
+        self.outage = outage
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if status or not database_unavailable(exc):
+                raise
+            self.outage.failed(exc)
+            await unavailable_response()(scope, receive, send)
+            return
+        if (self.outage.since is not None and status < 500
+                and any(k == b"authorization" for k, _ in scope.get("headers", []))):
+            self.outage.recovered()
+
+
 def link_route_path(settings: Settings) -> str:
     return urlsplit(settings.link_base_url).path.rstrip("/") + "/{token}"
 
@@ -177,8 +231,16 @@ def create_app(settings: Settings) -> Starlette:
         # The schema is migrated once by the command that starts the process
         # tree (`amivono run|api|migrate`), not by each process.
         ensure_sounds_dir(settings.sounds_dir)
-        app.state.pool = await database.create_pool(
-            settings.database_url, min_size=2, max_size=settings.db_pool_size)
+        try:
+            app.state.pool = await database.create_pool(
+                settings.database_url, min_size=2, max_size=settings.db_pool_size)
+        except database.OUTAGE as exc:
+            # Started while PostgreSQL is away: serve (503 until it is back)
+            # with a pool that connects on demand, rather than exit.
+            log.warning("database unavailable at start (%s: %s); answering 503 until it"
+                        " is back", type(exc).__name__, exc)
+            app.state.pool = await database.create_pool(
+                settings.database_url, min_size=0, max_size=settings.db_pool_size)
         app.state.notifier = DueNotifier(app.state.pool)
         app.state.notifier.start()
         # The readiness probe's client; no events, only GET /asterisk/info.
@@ -235,10 +297,12 @@ def create_app(settings: Settings) -> Starlette:
         # Last: with a link base that has no path, "/{token}" would shadow the rest.
         Route(link_route_path(settings), sms.open_link, methods=["GET", "HEAD"]),
     ]
+    outage = database.OutageLog("api", log)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders), Middleware(CountAccepted)],
+        middleware=[Middleware(SecurityHeaders), Middleware(DatabaseOutages, outage=outage),
+                    Middleware(CountAccepted)],
         exception_handlers={Refused: handle_refused, HTTPException: handle_http_exception,
                             **dict.fromkeys(database.UNAVAILABLE, handle_unavailable)},
     )
@@ -251,4 +315,5 @@ def create_app(settings: Settings) -> Starlette:
     app.state.auth_throttle = AuthThrottle(settings.auth_failure_burst,
                                            settings.auth_failures_per_minute)
     app.state.upload_slots = asyncio.Semaphore(max(1, settings.max_concurrent_uploads))
+    app.state.outage = outage
     return app

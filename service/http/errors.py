@@ -35,11 +35,19 @@ def refusal_response(exc: Refused) -> JSONResponse:
 RETRY_AFTER_OUTAGE = 5  # seconds
 
 
-async def handle_unavailable(request: Request, exc: Exception) -> Response:
-    """The database is away (restarting, unreachable): a clean 503 the client
-    may retry, not a 500 with a traceback."""
+def unavailable_response() -> JSONResponse:
     return JSONResponse({"message": "The database is unavailable; retry later"},
                         status_code=503, headers={"Retry-After": str(RETRY_AFTER_OUTAGE)})
+
+
+async def handle_unavailable(request: Request, exc: Exception) -> Response:
+    """The database is away (restarting, unreachable): a clean 503 the client
+    may retry, not a 500 with a traceback; the outage is logged once
+    (app.state.outage, an OutageLog), not once per request."""
+    outage = getattr(request.app.state, "outage", None)
+    if outage is not None:
+        outage.failed(exc)
+    return unavailable_response()
 
 
 async def handle_refused(request: Request, exc: Exception) -> Response:

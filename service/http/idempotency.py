@@ -9,6 +9,7 @@ a key is never stored without its resource, nor the other way round.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -22,9 +23,11 @@ from starlette.responses import JSONResponse, Response
 
 from service.domain.refusals import FieldError, Reason, Refused, validation_failed
 from service.store.api_keys import Account
+from service.store.database import OUTAGE, until_back
 from service.store.queries import queries
 
 HEADER = "Idempotency-Key"
+_releasing: set[asyncio.Task[None]] = set()  # releases waiting for the database
 MAX_KEY_LENGTH = 255
 
 
@@ -145,7 +148,14 @@ async def create_once(request: Request, account: Account, resource: str, path: s
             out, location = await create(conn)
             await store(conn, account.id, key, reserved, StoredResponse(201, out, location))
     except BaseException:
-        await release(pool, account.id, key, reserved)
+        try:
+            await release(pool, account.id, key, reserved)
+        except OUTAGE:
+            # The database went away mid-request: free the key as soon as it
+            # is back, or the client's retry would get 409 for two minutes.
+            _releasing.add(task := asyncio.create_task(until_back(
+                lambda: release(pool, account.id, key, reserved), "idempotency key release")))
+            task.add_done_callback(_releasing.discard)
         raise
     return _json(out, 201, {"Location": location})
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -26,12 +28,81 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 # What a lost or restarting PostgreSQL raises: an outage to wait out, never a
 # bug. The one place that says so; `except OUTAGE:` everywhere else.
-# InternalClientError: a connection left mid-operation by a server restart
-# ("cannot switch to state 12; another operation is in progress").
+# InternalClientError ("cannot switch to state 12; another operation (2) is
+# in progress"): a stopping server sends every idle session an ErrorResponse
+# (57P01) and then closes it. asyncpg does not expect a message on an idle
+# connection: it parks the protocol in its error-consuming state (2) until a
+# ReadyForQuery that never comes, and the close is only seen a moment later.
+# A pooled connection taken in that moment fails with this error; the close
+# then drops it from the pool. It is the restart itself, an outage like the
+# refused connections that follow (measured: about 5 per restart with 8
+# busy tasks, none once the server was back).
 OUTAGE: tuple[type[BaseException], ...] = (
     OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
 class OutageLasted(Exception):
     """The database stayed away through every retry of through_outages."""
+
+
+# Also what through_outages raises when its retries ran out.
+OUTAGE_OR_LASTED: tuple[type[BaseException], ...] = (*OUTAGE, OutageLasted)
+
+
+class OutageLog:
+    """Logs an outage once when it starts and once when it ends, however
+    many failures it is made of (a restart is hundreds of them)."""
+
+    def __init__(self, what: str, logger: logging.Logger | None = None) -> None:
+        self.what = what
+        self.since: float | None = None
+        self._log = logger or log
+
+    def failed(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            self._log.warning("%s: database unavailable, waiting it out (%s: %s)",
+                              self.what, type(exc).__name__, exc)
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            self._log.warning("%s: database back after %.1f s", self.what,
+                              time.monotonic() - self.since)
+            self.since = None
+
+
+class Backoff:
+    """Delays that double from `first` to `cap`, with jitter so that many
+    waiting processes do not return in step; reset() after a success."""
+
+    def __init__(self, first: float = 0.2, cap: float = 10.0) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    def reset(self) -> None:
+        self._next = self.first
+
+    def next(self) -> float:
+        delay = self._next * (1 + random.random() / 4)
+        self._next = min(self.cap, self._next * 2)
+        return delay
+
+
+async def until_back(write: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run `write`, retrying with backoff for as long as the database is
+    away (an outcome already happened and must be written, however long the
+    outage); the outage logged once when it starts and once when it ends."""
+    outage = OutageLog(what)
+    backoff = Backoff()
+    while True:
+        try:
+            result = await write()
+        except OUTAGE as exc:
+            outage.failed(exc)
+            await asyncio.sleep(backoff.next())
+            continue
+        outage.recovered()
+        return result
 
 
 async def through_outages(write: Callable[[], Awaitable[T]], what: str,
@@ -49,10 +120,12 @@ async def through_outages(write: Callable[[], Awaitable[T]], what: str,
 
 # The part of an outage that means "the database cannot be reached now" (the
 # API answers 503 with Retry-After); other PostgreSQL errors are bugs (500).
+# OSError: refused, reset and timed-out connections (ConnectionError and
+# TimeoutError are OSErrors); TooManyConnections: the server is full.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
-    ConnectionError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+    OSError, asyncpg.InterfaceError, asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-    asyncpg.exceptions.OperatorInterventionError)
+    asyncpg.exceptions.OperatorInterventionError, asyncpg.TooManyConnectionsError)
 # Arbitrary constant shared by every Amivono process: "amivono" in ASCII.
 MIGRATION_LOCK = 0x616D69766F6E6F
 
@@ -96,6 +169,18 @@ async def migrate(dsn: str) -> list[str]:
     finally:
         await conn.close()
     return applied
+
+
+class _FloorRetries(logging.Filter):
+    """asyncpg's pool logs a traceback each second it cannot reconnect its
+    minimum of connections: hundreds of lines for one outage, which our
+    callers log once (OutageLog) instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pool connection floor" not in record.getMessage()
+
+
+logging.getLogger("asyncpg.pool").addFilter(_FloorRetries())
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

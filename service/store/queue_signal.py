@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import asyncpg
 
-from service.store.database import OUTAGE, Executor
+from service.store.database import OUTAGE, Executor, OutageLog
 
 CHANNEL = "amivono_due"
 CANCEL_CHANNEL = "amivono_cancel"  # payload: the voice attempt to hang up
@@ -32,6 +32,7 @@ class DueNotifier:
         self._interval = interval
         self._pending = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._outage = OutageLog("NOTIFY")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="due-notifier")
@@ -51,8 +52,9 @@ class DueNotifier:
             self._pending.clear()
             try:
                 await self._pool.execute("SELECT pg_notify($1, '')", CHANNEL)
-            except OUTAGE as exc:
-                log.warning("NOTIFY failed (dispatchers will poll): %s", exc)
+                self._outage.recovered()
+            except OUTAGE as exc:  # dispatchers poll meanwhile
+                self._outage.failed(exc)
             await asyncio.sleep(self._interval)
 
 
@@ -69,6 +71,7 @@ class Listener:
         self._callbacks = callbacks
         self._conn: asyncpg.Connection | None = None
         self._checked = 0.0
+        self._failing = False  # logged once per outage
 
     async def _alive(self) -> bool:
         if self._conn is None or self._conn.is_closed():
@@ -95,8 +98,16 @@ class Listener:
                     channel, lambda _c, _p, _ch, payload, cb=callback: cb(payload))
                 callback(None)
         except OUTAGE as exc:
-            log.warning("LISTEN connection failed (polling meanwhile): %s", exc)
+            if not self._failing:
+                log.warning("LISTEN connection failed (polling meanwhile): %s", exc)
+            self._failing = True
+            if self._conn is not None:
+                self._conn.terminate()
             self._conn = None
+            return
+        if self._failing:
+            log.warning("LISTEN connection back")
+            self._failing = False
 
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed():

@@ -31,10 +31,19 @@ def _log_failure(task: asyncio.Future[None]) -> None:
 
 
 class AriError(Exception):
-    def __init__(self, status: int | None, message: str) -> None:
+    def __init__(self, status: int | None, message: str, *, sent: bool = True) -> None:
         super().__init__(f"ARI {status}: {message}" if status else f"ARI: {message}")
         self.status = status
         self.message = message
+        self.sent = sent  # False: no connection was made, the request never left
+
+    @property
+    def not_done(self) -> bool:
+        """Asterisk certainly did not do it: the request never reached it
+        (connection refused, no route), or it answered 5xx, which ARI does
+        only when it could not do what was asked. A timeout or a connection
+        dropped after sending is not this: the request may have been done."""
+        return not self.sent or (self.status is not None and self.status >= 500)
 
     @property
     def retryable(self) -> bool:
@@ -72,6 +81,8 @@ class AriClient:
             async with self._session.request(method, self.base_url + path, params=params,
                                              json=json_body) as response:
                 status, content = response.status, await response.read()
+        except aiohttp.ClientConnectorError as exc:  # before anything was sent
+            raise AriError(None, f"{type(exc).__name__}: {exc}", sent=False) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise AriError(None, f"{type(exc).__name__}: {exc}") from exc
         if status >= 400:
@@ -138,6 +149,7 @@ class AriClient:
         runs after every (re)connection so the caller can reconcile."""
         token = base64.b64encode(f"{self._auth[0]}:{self._auth[1]}".encode()).decode()
         backoff = 0.2
+        last_surprise = ""
         while not stop.is_set():
             try:
                 async with websockets.connect(
@@ -164,6 +176,13 @@ class AriClient:
                         raise reader.exception()  # type: ignore[misc]
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                 log.warning("ARI events unavailable: %s", exc)
+            except Exception as exc:  # a surprise: reconnect, never a deaf dispatcher
+                seen = f"{type(exc).__name__}: {exc}"
+                if seen != last_surprise:  # the traceback once, not at every retry
+                    log.exception("ARI events failed; reconnecting")
+                else:
+                    log.error("ARI events failed again (%s); reconnecting", seen)
+                last_surprise = seen
             self.connected.clear()
             if stop.is_set():
                 break

@@ -208,3 +208,13 @@ LIMIT :limit;
 SELECT v.*, a.name AS account
 FROM sms_message_view v JOIN accounts a ON a.id = v.account_id
 WHERE v.id = :id;
+
+-- name: expire_own_leases!
+-- At a dispatcher's start: the sends its name still leases were left open by
+-- its previous run (killed, or its outcome write lost). Their leases end now,
+-- so the next claim closes those attempts as 'unknown' at once instead of
+-- after the lease. Dispatcher names are unique among running dispatchers.
+UPDATE sms_messages m SET due_at = now()
+FROM sms_attempts a
+WHERE a.id = m.lease_attempt_id AND a.finished_at IS NULL AND a.dispatcher = :dispatcher
+  AND m.due_at > now();

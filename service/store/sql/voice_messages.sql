@@ -253,3 +253,32 @@ LIMIT :limit;
 SELECT v.*, a.name AS account
 FROM voice_message_view v JOIN accounts a ON a.id = v.account_id
 WHERE v.id = :id;
+
+-- name: expire_own_leases!
+-- As sms_messages.expire_own_leases: calls this dispatcher's previous run left open.
+UPDATE voice_messages m SET due_at = now()
+FROM voice_attempts a
+WHERE a.id = m.lease_attempt_id AND a.finished_at IS NULL AND a.dispatcher = :dispatcher
+  AND m.due_at > now();
+
+-- name: not_placed!
+-- The call was never placed (ARI unreachable, or Asterisk answered the
+-- originate with an error before making the channel): the attempt is closed
+-- as 'failed' with why, but not counted in attempts_made, and the message is
+-- due again after :wait_seconds, as an SMS waits while ARI is down. A cancel
+-- committed meanwhile makes it final.
+WITH closed AS (
+    UPDATE voice_attempts
+    SET finished_at = clock_timestamp(), outcome = 'failed', detail = :detail
+    WHERE id = :attempt_id AND finished_at IS NULL
+    RETURNING id, message_id
+)
+UPDATE voice_messages m
+SET lease_attempt_id = NULL,
+    due_at = CASE WHEN m.canceled_at IS NULL
+                  THEN now() + make_interval(secs => :wait_seconds) END,
+    finished_at = CASE WHEN m.canceled_at IS NULL THEN NULL ELSE now() END,
+    outcome = CASE WHEN m.canceled_at IS NULL THEN m.outcome ELSE 'canceled' END,
+    updated_at = now()
+FROM closed c
+WHERE m.id = c.message_id AND m.lease_attempt_id = c.id;

@@ -1,0 +1,287 @@
+"""Faults a running gateway must outlive: PostgreSQL restarted under the
+dispatcher and the API (a cluster of the test's own, never the machine's
+shared one), and Asterisk refusing to place a call."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from sandbox.carrier_logs import received_calls, received_sms
+from sandbox.pg_cluster import Cluster
+from service.store.api_keys import create_key
+
+from .audio import tone
+from .conftest import _P, LAUNCH, TEST_ENV, start_dispatcher, wait_for
+from .test_voice import phone, upload
+
+PG_PORT = 25450 + _P
+API_PORT = 28075 + _P
+API = f"http://127.0.0.1:{API_PORT}"
+ARI_PORT = int(TEST_ENV["AMIVONO_HTTP_PORT"])
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster(PG_PORT).init()
+    try:
+        c.start()
+        yield c
+    finally:
+        c.remove()
+
+
+@pytest.fixture(scope="module")
+async def own_db(cluster: Cluster) -> str:
+    from sandbox.databases import fresh_database
+
+    url = await fresh_database(cluster.url("amivono_faults"))
+    # Ids far from the shared test database's: the carrier's logs (shared by
+    # the session) know messages by id, and other tests count them so.
+    conn = await asyncpg.connect(url)
+    try:
+        for name in await conn.fetch("SELECT sequencename FROM pg_sequences"):
+            await conn.execute(f'ALTER SEQUENCE "{name[0]}" RESTART WITH 1000000000')
+    finally:
+        await conn.close()
+    return url
+
+
+@pytest.fixture(scope="module")
+async def own_api(own_db: str) -> AsyncIterator[tuple[str, object]]:
+    proc = await LAUNCH.api("api-own-db", API_PORT, {"AMIVONO_DATABASE_URL": own_db})
+    yield API, proc
+    proc.stop()
+
+
+async def restart(cluster: Cluster, down: float) -> None:
+    await asyncio.to_thread(cluster.stop, "fast")
+    await asyncio.sleep(down)
+    await asyncio.to_thread(cluster.start)
+
+
+async def key_for(db: str) -> str:
+    pool = await asyncpg.create_pool(db, min_size=1, max_size=1)
+    try:
+        return await create_key(pool, f"faults-{os.getpid()}-{time.time_ns()}")
+    finally:
+        await pool.close()
+
+
+async def test_the_api_answers_503_json_during_a_database_outage_and_recovers(
+        cluster, own_db, own_api):
+    base, proc = own_api
+    auth = {"Authorization": f"Bearer {await key_for(own_db)}"}
+    sms = {"from": "+46736265400", "to": "+46736265449", "message": "outage"}
+    requests = [("GET", "/messages/sms", auth, None), ("POST", "/messages/sms", auth, sms),
+                ("GET", "/messages/voice/1", auth, None), ("GET", "/files", auth, None),
+                ("GET", "/webhooks", auth, None),
+                # Authentication reads the database first: a wrong key is 503 too.
+                ("GET", "/messages/sms", {"Authorization": "Bearer amv_" + "x" * 43}, None)]
+    async with httpx.AsyncClient(base_url=base, timeout=20) as c:
+        assert (await c.get("/messages/sms", headers=auth)).status_code == 200
+        await asyncio.to_thread(cluster.stop, "fast")
+        try:
+            for _ in range(3):  # first the pooled connections die, then connecting fails
+                for method, path, headers, body in requests:
+                    r = await c.request(method, path, headers=headers, json=body)
+                    assert r.status_code == 503, (method, path, r.status_code, r.text)
+                    assert r.headers["content-type"] == "application/json"
+                    assert r.json() == {"message": "The database is unavailable; retry later"}
+                    assert int(r.headers["Retry-After"]) > 0
+                await asyncio.sleep(0.5)
+        finally:
+            await asyncio.to_thread(cluster.start)
+
+        async def back() -> bool:
+            return (await c.get("/messages/sms", headers=auth)).status_code == 200
+
+        await wait_for(back, 30, what="the API to answer 200 again")
+        r = await c.post("/messages/sms", headers=auth, json=sms)
+        assert r.status_code == 201, r.text
+    log = proc.log()
+    assert "Traceback" not in log, log[-3000:]
+    assert log.count("database unavailable") == 1, log[-3000:]
+    assert log.count("database back") == 1, log[-3000:]
+
+
+async def test_the_dispatcher_survives_postgresql_restarts_and_delivers_everything(
+        cluster, own_db, own_api, carrier):
+    base, _ = own_api
+    auth = {"Authorization": f"Bearer {await key_for(own_db)}"}
+    name = f"pg-restart-{time.time_ns()}"
+    tag = f"pgr{time.time_ns() % 10**8}"
+    # Not the session's inbox file: its lines belong to the shared database.
+    d = start_dispatcher(name, AMIVONO_DATABASE_URL=own_db,
+                         AMIVONO_SMS_INBOX=str(cluster.root / "sms-inbox.log"))
+    pool = await asyncpg.create_pool(own_db, min_size=1, max_size=2)
+    bodies = [f"{tag}-{i}" for i in range(40)]
+    try:
+        d.wait_for_line("sms: connected", 60)
+        async with httpx.AsyncClient(base_url=base, timeout=20) as c:
+            for body in bodies[:20]:
+                r = await c.post("/messages/sms", headers=auth, json={
+                    "from": "+46736265400", "to": "+46736265449", "message": body})
+                assert r.status_code == 201, r.text
+            await restart(cluster, 2.0)  # while those are being sent
+            for body in bodies[20:]:
+                for _ in range(50):  # the API may still be reconnecting: 503, retry
+                    r = await c.post("/messages/sms", headers=auth, json={
+                        "from": "+46736265400", "to": "+46736265449", "message": body})
+                    if r.status_code != 503:
+                        break
+                    await asyncio.sleep(0.2)
+                assert r.status_code == 201, r.text
+            # While these are queued and being sent, and longer than the old
+            # retries of an outcome write (7.5 s): written when it is back.
+            await restart(cluster, 9.0)
+
+        def delivered() -> bool:
+            got = {m["body"] for m in received_sms(carrier)}
+            return all(b in got for b in bodies)
+
+        await wait_for(delivered, 90, interval=0.5, what="every SMS at the carrier")
+        await wait_for(lambda: pool.fetchval(
+            "SELECT count(*) = 0 FROM sms_attempts WHERE finished_at IS NULL"), 30,
+            what="every attempt closed")
+        assert d.alive(), d.log()[-3000:]
+        log = d.log()
+        assert "Traceback" not in log, log[-3000:]
+        # One line per outage and worker when it starts, not one per failure.
+        assert log.count("sms: database unavailable") <= 2, log[-3000:]
+    finally:
+        await pool.close()
+        d.stop()
+
+
+class RefusesOriginate:
+    """ARI through a proxy: everything passes to the real Asterisk (the event
+    WebSocket too) except `POST /channels` while `refusing`, which is answered
+    503 as an Asterisk that cannot make the channel answers it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.refusing = True
+        self.refused = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+            async def requests() -> None:
+                while data := await reader.read(65536):
+                    line = data.split(b"\r\n", 1)[0]
+                    if self.refusing and line.startswith(b"POST ") and b"/channels?" in line:
+                        self.refused += 1
+                        body = b'{"message":"Service Unavailable"}'
+                        writer.write(b"HTTP/1.1 503 Service Unavailable\r\n"
+                                     b"Content-Type: application/json\r\n"
+                                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                        await writer.drain()
+                        continue
+                    up_writer.write(data)
+                    await up_writer.drain()
+                up_writer.close()
+
+            async def responses() -> None:
+                while data := await up_reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+                writer.close()
+
+            await asyncio.gather(requests(), responses())
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+
+async def test_a_call_asterisk_never_placed_waits_and_is_dialled_once_it_can_be(
+        client, auth, pool, carrier, gateway):
+    await upload(client, auth, "outage.wav", tone(440, 1.0))
+    proxy = RefusesOriginate(ARI_PORT)
+    port = await proxy.start()
+    to = phone()
+    d = start_dispatcher(f"ari-refuses-{time.time_ns()}",
+                         AMIVONO_ARI_URL=f"http://127.0.0.1:{port}/ari")
+    try:
+        # Waited for without blocking the loop: the proxy runs in it.
+        await wait_for(lambda: "voice: connected" in d.log(), 60, what="voice connected")
+        r = await client.post("/messages/voice", headers=auth, json={
+            "from": "+46736265400", "to": to, "file": "outage.wav", "retries": 0})
+        assert r.status_code == 201, r.text
+        message_id = r.json()["id"]
+        await wait_for(lambda: proxy.refused >= 2, 30, what="originates refused twice")
+        r = await client.get(f"/messages/voice/{message_id}", headers=auth)
+        assert r.json()["status"] == "queued" and r.json()["attempts_made"] == 0, r.text
+        proxy.refusing = False
+
+        async def final() -> dict:
+            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+            return m if m["outcome"] is not None else {}
+
+        m = await wait_for(final, 60, what="the call to end")
+        assert (m["outcome"], m["attempts_made"]) == ("completed", 1), m
+        dialled = [a for a in m["attempts"] if not (a["detail"] or "").startswith("not placed")]
+        assert [a["outcome"] for a in dialled] == ["completed"], m["attempts"]
+        assert all(a["outcome"] == "failed" for a in m["attempts"] if a not in dialled)
+        assert [c for c in received_calls(carrier) if c["to"] == to], to
+    finally:
+        d.stop()
+        await proxy.close()
+
+
+async def test_a_call_while_asterisk_is_down_waits_and_is_dialled_once_it_is_back(
+        client, auth, pool, carrier, gateway):
+    await upload(client, auth, "down.wav", tone(440, 1.0))
+    d = start_dispatcher(f"ari-down-{time.time_ns()}")
+    to = phone()
+    try:
+        await wait_for(lambda: "voice: connected" in d.log(), 60, what="voice connected")
+        await asyncio.to_thread(gateway.stop)
+        try:
+            await wait_for(lambda: "ARI events unavailable" in d.log(), 30,
+                           what="the dispatcher to see ARI go")
+            r = await client.post("/messages/voice", headers=auth, json={
+                "from": "+46736265400", "to": to, "file": "down.wav", "retries": 0})
+            assert r.status_code == 201, r.text
+            message_id = r.json()["id"]
+            await asyncio.sleep(3)  # long enough for a claim, if one were made
+            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+            assert (m["status"], m["attempts_made"], m["attempts"]) == ("queued", 0, []), m
+        finally:
+            await asyncio.to_thread(gateway.start)
+
+        async def final() -> dict:
+            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+            return m if m["outcome"] is not None else {}
+
+        m = await wait_for(final, 60, what="the call to end")
+        assert (m["outcome"], m["attempts_made"], len(m["attempts"])) == ("completed", 1, 1), m
+        assert [c for c in received_calls(carrier) if c["to"] == to], to
+        assert d.alive(), d.log()[-3000:]
+    finally:
+        d.stop()
