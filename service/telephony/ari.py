@@ -31,10 +31,13 @@ def _log_failure(task: asyncio.Future[None]) -> None:
 
 
 class AriError(Exception):
-    def __init__(self, status: int | None, message: str) -> None:
+    def __init__(self, status: int | None, message: str, not_sent: bool = False) -> None:
         super().__init__(f"ARI {status}: {message}" if status else f"ARI: {message}")
         self.status = status
         self.message = message
+        # True when the request never reached Asterisk (no connection could be
+        # made): it can be made on another node without risk of a duplicate.
+        self.not_sent = not_sent
 
     @property
     def retryable(self) -> bool:
@@ -56,6 +59,7 @@ class AriClient:
         self._session: aiohttp.ClientSession | None = None  # made in the running loop
         self.connected = asyncio.Event()
         self.reconnects = 0
+        self.last_error: str | None = None  # why the event WebSocket last failed
 
     async def close(self) -> None:
         if self._session is not None:
@@ -73,7 +77,8 @@ class AriClient:
                                              json=json_body) as response:
                 status, content = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise AriError(None, f"{type(exc).__name__}: {exc}") from exc
+            raise AriError(None, f"{type(exc).__name__}: {exc}",
+                           not_sent=isinstance(exc, aiohttp.ClientConnectorError)) from exc
         if status >= 400:
             text = content.decode(errors="replace")
             try:
@@ -132,10 +137,12 @@ class AriClient:
 
     async def run_events(self, handler: EventHandler, stop: asyncio.Event,
                          max_backoff: float = 10.0,
-                         on_connect: Callable[[], Awaitable[None]] | None = None) -> None:
+                         on_connect: Callable[[], Awaitable[None]] | None = None,
+                         on_disconnect: Callable[[], None] | None = None) -> None:
         """Keep the event WebSocket open until `stop`, reconnecting with backoff.
         Asterisk drops an app's events while it is disconnected: `on_connect`
-        runs after every (re)connection so the caller can reconcile."""
+        runs after every (re)connection so the caller can reconcile, and
+        `on_disconnect` as soon as an open connection is lost."""
         token = base64.b64encode(f"{self._auth[0]}:{self._auth[1]}".encode()).decode()
         backoff = 0.2
         while not stop.is_set():
@@ -164,7 +171,11 @@ class AriClient:
                         raise reader.exception()  # type: ignore[misc]
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                 log.warning("ARI events unavailable: %s", exc)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            was_connected = self.connected.is_set()
             self.connected.clear()
+            if was_connected and on_disconnect is not None:
+                on_disconnect()
             if stop.is_set():
                 break
             self.reconnects += 1

@@ -121,7 +121,8 @@ FOR UPDATE OF m;
 -- counts as failed, as record_report would have made it.
 WITH finished AS (
     UPDATE sms_attempts
-    SET finished_at = clock_timestamp(), outcome = :outcome, detail = :detail
+    SET finished_at = clock_timestamp(), outcome = :outcome, detail = :detail,
+        gateway = :gateway
     WHERE id = :attempt_id AND finished_at IS NULL
     RETURNING id, message_id, outcome
 ),
