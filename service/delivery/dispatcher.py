@@ -100,7 +100,7 @@ class Dispatcher:
         def on_lost(node: Node) -> None:
             voice.node_lost(node)
 
-        gateways.bind(on_event, on_connect, on_lost)
+        gateways.bind(on_event, on_connect, on_lost, sms.wake.set)
         await gateways.refresh(pool, lambda name: False)
 
         listener = Listener(s.database_url, {

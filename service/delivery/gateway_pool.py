@@ -35,7 +35,7 @@ import asyncpg
 
 from service import metrics
 from service.settings import Settings
-from service.store.database import OUTAGE
+from service.store.database import OUTAGE, OutageLasted, through_outages
 from service.store.queries import queries
 from service.telephony.ari import AriClient
 
@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT = "default"  # the node the AMIVONO_ARI_* settings describe when the table is empty
 HEARTBEAT_FRESH = 5.0  # seconds a dispatcher's heartbeat counts as live
+# Asterisk answers 202 to sendMessage when it queues the SIP MESSAGE, not
+# when it leaves: a send handed to a node this long before the node was lost
+# may have died with it, and is sent again through another node.
+HANDOFF_DOUBT = 1.0
+# Time for the outcomes of sends in flight at the loss to be recorded first.
+RECORD_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class Node:
         self.sms_pass = 0.0  # stride scheduling: grows by 1/weight per SMS taken
         self.sms_in_flight = 0
         self._sends: deque[float] = deque()
+        self._handed: deque[tuple[float, int]] = deque()  # (when, attempt id), recent
         self._error: str | None = None
         self._error_at: datetime | None = None
         self.lost_at: float | None = None
@@ -120,6 +127,16 @@ class Node:
 
     def note_send(self) -> None:
         self._sends.append(time.monotonic())
+
+    def note_handed(self, attempt_id: int) -> None:
+        now = time.monotonic()
+        self._handed.append((now, attempt_id))
+        while self._handed and self._handed[0][0] < now - HANDOFF_DOUBT:
+            self._handed.popleft()
+
+    def unsettled(self, lost_at: float) -> list[int]:
+        """The attempts handed to it in the moment before it was lost."""
+        return [a for t, a in self._handed if t >= lost_at - HANDOFF_DOUBT]
 
     def sends_per_second(self) -> float:
         cutoff = time.monotonic() - 5.0
@@ -149,14 +166,19 @@ class GatewayPool:
         self.nodes: dict[str, Node] = {}
         self.configured = False  # rows exist in the gateways table
         self._sms_vtime = 0.0  # the pass of the node last chosen for an SMS
+        self._db: asyncpg.Pool | None = None
+        self._resends: set[asyncio.Task[None]] = set()
         self._on_event: EventHandler | None = None
         self._on_connect: NodeHandler | None = None
         self._on_lost: LostHandler | None = None
+        self._on_resend: Callable[[], None] | None = None
 
     def bind(self, on_event: EventHandler, on_connect: NodeHandler,
-             on_lost: LostHandler) -> None:
-        """What to call on each node's events, (re)connections and losses."""
+             on_lost: LostHandler, on_resend: Callable[[], None]) -> None:
+        """What to call on each node's events, (re)connections and losses,
+        and when SMS are due again because a node was lost."""
         self._on_event, self._on_connect, self._on_lost = on_event, on_connect, on_lost
+        self._on_resend = on_resend
 
     # --- which node -----------------------------------------------------
 
@@ -206,6 +228,7 @@ class GatewayPool:
         """Read the gateways table and start, update or stop nodes to match.
         `busy(name)`: calls are still in flight on the node, so a removed
         node keeps its event WebSocket until they end."""
+        self._db = pool
         try:
             rows = await queries.gateways.all(pool)
         except OUTAGE as exc:
@@ -263,6 +286,11 @@ class GatewayPool:
             log.warning("gateway %s: lost (%s): new work goes to the other nodes",
                         node.name, node.ari.last_error or "connection closed")
             metrics.GATEWAY_CONNECTED.labels(node.name).set(0)
+            unsettled = node.unsettled(node.lost_at)
+            if unsettled:
+                task = asyncio.create_task(self._resend(node, unsettled))
+                self._resends.add(task)
+                task.add_done_callback(self._resends.discard)
             if self._on_lost is not None:
                 self._on_lost(node)
 
@@ -273,6 +301,29 @@ class GatewayPool:
                  config.ari_url, config.trunk, config.calls,
                  f"{config.sms_per_second:g}" if config.sms_per_second else "dispatcher's")
 
+    async def _resend(self, node: Node, attempt_ids: list[int]) -> None:
+        """Send again, through the other nodes, what the lost node may not have sent."""
+        await asyncio.sleep(RECORD_GRACE)
+        if self._db is None:
+            return
+        try:
+            rows = await through_outages(lambda: queries.sms_messages.resend_unsettled(
+                self._db, attempt_ids=attempt_ids,
+                detail=f"handed to gateway {node.name} less than {HANDOFF_DOUBT:g} s before "
+                       "it was lost: the SMS may not have left it, sent again"),
+                "gateways: resending")
+        except OutageLasted:
+            log.error("gateway %s: could not mark %d sends for resending", node.name,
+                      len(attempt_ids))
+            return
+        if rows:
+            metrics.GATEWAY_REROUTES.labels(node.name).inc(len(rows))
+            log.warning("gateway %s: %d SMS handed to it just before it was lost are "
+                        "sent again through the other nodes (attempts now unknown)",
+                        node.name, len(rows))
+            if self._on_resend is not None:
+                self._on_resend()
+
     async def _stop(self, node: Node) -> None:
         node.stop.set()
         if node.task is not None:
@@ -280,6 +331,7 @@ class GatewayPool:
         await node.ari.close()
 
     async def close(self) -> None:
+        await asyncio.gather(*self._resends, return_exceptions=True)
         for node in list(self.nodes.values()):
             await self._stop(node)
         self.nodes.clear()
@@ -302,5 +354,9 @@ class GatewayPool:
             pool, fresh_seconds=HEARTBEAT_FRESH)}
         for node in nodes:
             # Its own row counts only while it uses the node; count itself anyway.
-            node.dispatchers = max(1, users.get(node.name, 0) + (0 if node.usable() else 1))
+            sharing = max(1, users.get(node.name, 0) + (0 if node.usable() else 1))
+            if sharing != node.dispatchers and node.config.sms_per_second:
+                log.info("gateway %s: SMS pace %g/s here (shared by %d dispatchers)",
+                         node.name, node.config.sms_per_second / sharing, sharing)
+            node.dispatchers = sharing
             metrics.GATEWAY_CALLS_IN_FLIGHT.labels(node.name).set(calls.get(node.name, 0))

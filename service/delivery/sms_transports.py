@@ -96,6 +96,8 @@ class AriPjsipTransport:
                 node.sms_in_flight -= 1
             if isinstance(result, SendResult):
                 node.note_send()
+                if result.outcome == "sent":
+                    node.note_handed(sms.attempt_id)
                 return result
             # Not handed over: the node went away before it took the SMS.
             node.note_error(result)

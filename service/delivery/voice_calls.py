@@ -157,7 +157,7 @@ class VoiceWorker(QueueWorker):
             except AriError as exc:
                 if exc.status != 409:  # 409: this attempt's channel exists already
                     await self._finish(call, CallEnd(
-                        "failed", None, None,
+                        "failed", None, "gateway lost" if exc.status is None else None,
                         f"originate on gateway {call.gateway} refused: {exc}", exc.retryable))
                     return
             call.placed = True

@@ -174,7 +174,7 @@ class AriClient:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             was_connected = self.connected.is_set()
             self.connected.clear()
-            if was_connected and on_disconnect is not None:
+            if was_connected and on_disconnect is not None and not stop.is_set():
                 on_disconnect()
             if stop.is_set():
                 break

@@ -39,3 +39,24 @@ ALTER TABLE sms_attempts ADD COLUMN gateway text;
 ALTER TABLE voice_attempts ADD COLUMN gateway text;
 -- The per-node call cap counts live calls per node.
 CREATE INDEX voice_attempts_open_gateway ON voice_attempts (gateway) WHERE finished_at IS NULL;
+
+-- Attempts stay append-only, with one correction allowed: a send recorded
+-- `sent` (Asterisk answered 202) on a node that died a moment later may
+-- never have left it, so it becomes `unknown` and the SMS is sent again
+-- (sms_messages.sql, resend_unsettled). Nothing else of a final attempt may change.
+CREATE OR REPLACE FUNCTION sms_attempts_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'sms_attempts is append-only';
+    END IF;
+    IF NEW.id <> OLD.id OR NEW.message_id <> OLD.message_id
+       OR NEW.send_number <> OLD.send_number OR NEW.dispatcher <> OLD.dispatcher
+       OR NEW.transport <> OLD.transport OR NEW.started_at <> OLD.started_at
+       OR (OLD.finished_at IS NOT NULL AND NOT (
+               OLD.outcome = 'sent' AND NEW.outcome = 'unknown'
+               AND NEW.finished_at = OLD.finished_at
+               AND NEW.gateway IS NOT DISTINCT FROM OLD.gateway)) THEN
+        RAISE EXCEPTION 'sms_attempts: attempt % is already final or the change is not allowed', OLD.id;
+    END IF;
+    RETURN NEW;
+END $$;

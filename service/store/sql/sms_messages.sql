@@ -209,3 +209,24 @@ LIMIT :limit;
 SELECT v.*, a.name AS account
 FROM sms_message_view v JOIN accounts a ON a.id = v.account_id
 WHERE v.id = :id;
+
+-- name: resend_unsettled
+-- Sends handed to a gateway node (Asterisk answered 202) a moment before
+-- the node was lost, with no carrier report yet: Asterisk may have died
+-- before the SIP MESSAGE left, so each attempt becomes `unknown` and its
+-- message is due again now (a send in flight, or a message stopped
+-- meanwhile, keeps its own schedule), counted like an undelivered report.
+WITH doubtful AS (
+    UPDATE sms_attempts a
+    SET outcome = 'unknown', detail = :detail
+    WHERE a.id = ANY(:attempt_ids) AND a.outcome = 'sent'
+      AND NOT EXISTS (SELECT 1 FROM sms_delivery_reports r WHERE r.attempt_id = a.id)
+    RETURNING a.id, a.message_id
+)
+UPDATE sms_messages m
+SET sent_count = m.sent_count - (NOT m.halted)::int,
+    due_at = CASE WHEN m.halted OR m.lease_attempt_id IS NOT NULL THEN m.due_at ELSE now() END,
+    updated_at = now()
+FROM doubtful d
+WHERE m.id = d.message_id
+RETURNING m.id, d.id AS attempt_id;
