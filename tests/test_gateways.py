@@ -370,13 +370,14 @@ async def test_a_disabled_node_gets_nothing_new(
 async def test_two_dispatchers_hold_each_nodes_caps(
         no_gateway_rows: None, client: Any, auth: dict[str, str], pool: asyncpg.Pool,
         gateway2: Instance, settings: SandboxSettings) -> None:
-    """Node caps are for all dispatchers together: n1 2 calls and 40 SMS/s,
-    n2 3 calls and 60 SMS/s, two dispatchers each free to go faster."""
-    caps = {"n1": (2, 40.0), "n2": (3, 60.0)}
+    """Node caps are for all dispatchers together: n1 2 calls and 10 SMS/s,
+    n2 3 calls and 15 SMS/s, two dispatchers each free to go faster (the
+    caps are far below what this machine does, so they, not it, set the pace)."""
+    caps = {"n1": (2, 10.0), "n2": (3, 15.0)}
     await add_nodes(pool, settings, **caps)
     stamp = time.time_ns() % 10**6
     sms = await post_sms(client, auth, [phone(7, stamp + i)
-                                        for i in range(400)])
+                                        for i in range(150)])
     await client.put("/files/ring.wav", content=tone(850, 0.5, rate=8000), headers=auth)
     calls = await post_calls(client, auth, "ring.wav", [NO_ANSWER] * 12)
     await hold(pool, "sms_messages", sms)
@@ -392,7 +393,7 @@ async def test_two_dispatchers_hold_each_nodes_caps(
                                what="pace shared")
         await release(pool, "voice_messages", calls)
         await release(pool, "sms_messages", sms)
-        await wait_for(lambda: sms_done(pool, sms), 60, interval=0.2, what="400 SMS")
+        await wait_for(lambda: sms_done(pool, sms), 60, interval=0.2, what="150 SMS")
         await wait_for(lambda: calls_done(pool, calls), 60, interval=0.2, what="12 calls")
     finally:
         for proc in procs:
@@ -400,17 +401,17 @@ async def test_two_dispatchers_hold_each_nodes_caps(
     attempts = await pool.fetch(
         "SELECT gateway, dispatcher, finished_at FROM sms_attempts "
         "WHERE message_id = ANY($1::bigint[]) AND outcome = 'sent'", sms)
-    assert len(attempts) == 400 and {a["dispatcher"] for a in attempts} == set(names)
+    assert len(attempts) == 150 and {a["dispatcher"] for a in attempts} == set(names)
     for node, (_calls, per_second) in caps.items():
         times = sorted(a["finished_at"].timestamp() for a in attempts if a["gateway"] == node)
-        assert len(times) > 50, (node, len(times))
+        assert len(times) > 40, (node, len(times))
         # The most hand-offs in any 2 s: the cap's, plus one per dispatcher
         # at each edge and some scheduling jitter; twice the cap if each
         # dispatcher paced the node alone.
         most = max(sum(1 for t in times[i:] if t < start + 2.0)
                    for i, start in enumerate(times))
         print(f"\n{node}: at most {most} SMS in 2 s (cap {per_second:g}/s), {len(times)} in all")
-        assert most <= 2 * per_second * 1.15 + 4, (node, most)
+        assert 2 * per_second * 0.6 <= most <= 2 * per_second * 1.15 + 4, (node, most)
     spans = await pool.fetch(
         "SELECT gateway, started_at, finished_at FROM voice_attempts "
         "WHERE message_id = ANY($1::bigint[])", calls)
