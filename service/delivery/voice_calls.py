@@ -179,10 +179,10 @@ class VoiceWorker(QueueWorker):
             return await asyncio.wait_for(asyncio.shield(call.end), ring_deadline)
         except TimeoutError:
             pass
-        if self._node_lost(call):  # node_lost's timer or the reconcile ends it
-            return await asyncio.shield(call.end)
         if not call.answered:
-            await self._hangup(call)
+            if not await self._hangup(call) and self._node_lost(call):
+                # The node is gone: node_lost's timer or the reconcile ends it.
+                return await asyncio.shield(call.end)
             return await self._grace(call, CallEnd(
                 "no-answer", None, None, f"no answer within {ring_deadline:g} s (our timer)",
                 True))
@@ -190,9 +190,8 @@ class VoiceWorker(QueueWorker):
         try:
             return await asyncio.wait_for(asyncio.shield(call.end), call.seconds + 20.0)
         except TimeoutError:
-            if self._node_lost(call):
+            if not await self._hangup(call) and self._node_lost(call):
                 return await asyncio.shield(call.end)
-            await self._hangup(call)
             return await self._grace(call, CallEnd(
                 "failed", None, None, "the playback did not finish in time (our timer)", False))
 
@@ -202,15 +201,18 @@ class VoiceWorker(QueueWorker):
         except TimeoutError:
             return fallback
 
-    async def _hangup(self, call: Call) -> None:
+    async def _hangup(self, call: Call) -> bool:
+        """False when the call's node could not be reached."""
         ari = self._ari(call)
         if ari is None:
-            return
+            return False
         try:
             await ari.hangup(call.channel_id)
         except AriError as exc:
             if exc.status != 404:
                 log.warning("hangup of %s failed: %s", call.channel_id, exc)
+            return exc.status is not None
+        return True
 
     async def _finish(self, call: Call, end: CallEnd) -> None:
         metrics.SENDS.labels("voice", end.outcome).inc()
