@@ -78,7 +78,8 @@ WITH nodes AS (
 slots AS (
     SELECT nodes.name, row_number() OVER (
         ORDER BY (nodes.cap - nodes.free + k)::float8 / nodes.cap, nodes.name) AS slot
-    FROM nodes, generate_series(1, greatest(nodes.free, 0)) AS k
+    -- No node needs more than :limit slots: a claim takes at most that many.
+    FROM nodes, generate_series(1, least(greatest(nodes.free, 0), :limit)) AS k
 ),
 capacity AS (
     SELECT least(:limit, (SELECT count(*) FROM slots)) AS n
