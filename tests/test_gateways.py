@@ -420,3 +420,51 @@ async def test_two_dispatchers_hold_each_nodes_caps(
         mine = [(s["started_at"], s["finished_at"]) for s in spans if s["gateway"] == node]
         print(f"{node}: at most {peak(mine)} calls at once (cap {cap})")
         assert peak(mine) == cap, (node, peak(mine))
+
+
+# --- a send accepted just before the node died ----------------------------------
+
+async def test_a_send_accepted_just_before_its_node_died_is_sent_again(
+        no_gateway_rows: None, client: Any, auth: dict[str, str], pool: asyncpg.Pool,
+        carrier: Instance, gateway: Instance, gateway2: Instance,
+        settings: SandboxSettings) -> None:
+    """Asterisk answers 202 when it queues the SIP MESSAGE, not when it leaves:
+    a send its node accepted a moment before it was killed may have died with
+    it. Its attempt becomes `unknown` and it is sent again through the other
+    node. (+46700000035 never reports, so no report settles it first.)"""
+    await add_nodes(pool, settings, n1=(10, 200.0), n2=(10, 200.0))
+    name = f"doubt-{time.time_ns()}"
+    proc = start_dispatcher(name)
+    killed: Instance | None = None
+    try:
+        await until_in_use(pool, name, {"n1": True, "n2": True})
+        [message_id] = await post_sms(client, auth, ["+46700000035"])
+
+        async def first_sent() -> Any:
+            return await pool.fetchrow(
+                "SELECT id, gateway FROM sms_attempts WHERE message_id = $1 "
+                "AND outcome = 'sent'", message_id)
+        first = await wait_for(first_sent, 10, interval=0.01, what="the first send")
+        killed = {"n1": gateway, "n2": gateway2}[first["gateway"]]
+        killed.kill()
+        other = "n2" if first["gateway"] == "n1" else "n1"
+
+        async def resent() -> Any:
+            return await pool.fetchrow(
+                "SELECT gateway FROM sms_attempts WHERE message_id = $1 AND id > $2 "
+                "AND outcome = 'sent'", message_id, first["id"])
+        again = await wait_for(resent, 20, what="the send again")
+        assert again["gateway"] == other
+        was = await pool.fetchrow("SELECT outcome, detail FROM sms_attempts WHERE id = $1",
+                                  first["id"])
+        assert was["outcome"] == "unknown", dict(was)
+        assert f"handed to gateway {first['gateway']} less than" in was["detail"], was["detail"]
+        status = await pool.fetchrow(
+            "SELECT status, sent_count FROM sms_message_view WHERE id = $1", message_id)
+        assert (status["status"], status["sent_count"]) == ("completed", 1), dict(status)
+        await wait_for(lambda: [m for m in received_sms(carrier)
+                                if m["message_id"] == str(message_id)], 10, what="arrival")
+    finally:
+        proc.stop()
+        if killed is not None:
+            killed.start()
