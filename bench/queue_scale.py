@@ -133,6 +133,7 @@ async def time_claims(account_id: int, claims: int, due: int) -> list[float]:
             for row in rows:
                 await queries.sms_messages.finish_send(
                     conn, attempt_id=row["attempt_id"], outcome="sent", detail="bench",
+                    gateway=None,
                     max_failures=5, minute_seconds=60.0, retry_seconds=5.0)
     finally:
         await conn.close()

@@ -3,6 +3,8 @@ simulator, beside Kannel: sendsms accepted (202) -> received by fakesmsc.
 
     .venv/bin/python bench/sms_end_to_end.py [--burst 2000] [--paced-rate 50]
                                              [--paced-seconds 10] [--no-second-dispatcher]
+    .venv/bin/python bench/sms_end_to_end.py --gateways 2 [--burst 2000]
+                                             [--node-sms-per-second 200]
 
 Two phases for each side, with the same driver (bench/load.py `drive`,
 32 keep-alive connections):
@@ -13,6 +15,12 @@ Two phases for each side, with the same driver (bench/load.py `drive`,
 Amivono's latency is from the 201 (client clock) to the carrier log's time
 (`python -m service carrier messages`); Kannel's from the 202 to the moment
 fakesmsc printed the message (stamped on arrival through a pipe).
+
+With --gateways 2 it compares instead one gateway node with two, side by
+side: the same burst through one node (a `gateways` row), then through two
+(`amivono asterisk up --gateways 2`), each node paced at
+--node-sms-per-second and the dispatcher's own ceiling lifted, with the CPU
+each process used.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from load import Sent, drive
 from report import percentile, print_block, ratio
 from stack import (
     API,
+    DB_NAME,
     SPEC_FROM,
     SPEC_TO,
     amivono,
@@ -44,6 +53,7 @@ from stack import (
     carrier_dir,
     cleanup_on_exit,
     gateway_stack,
+    psql,
     say,
     start_dispatcher,
     wait_until,
@@ -132,6 +142,7 @@ class Phase:
     latencies: list[float]  # seconds, per message
     total_seconds: float  # first accept to last arrival
     cpu: dict[str, float] | None = None  # cores used, per process tree
+    database: dict[str, float] | None = None  # WAL bytes, commits, rows written: whole phase
 
     @property
     def sustained(self) -> float:
@@ -171,6 +182,7 @@ def amivono_phase(name: str, key: str, count: int, rate: float, base_count: int,
             for i in range(count)]
     say(f"Amivono {name}: {count} messages" + (f" at {rate:.0f}/s" if rate else ""))
     meter = CpuMeter(pids)
+    db_before = database_counters()
     sent = asyncio.run(drive(API, reqs, CONCURRENCY, rate))
     ok = [s for s in sent if s.status == 201]
     accepted = {json.loads(s.body)["id"]: s.done_at for s in ok}
@@ -178,11 +190,24 @@ def amivono_phase(name: str, key: str, count: int, rate: float, base_count: int,
     wait_until(lambda: carrier_count() - base_count >= len(ok), deadline_s,
                f"the carrier to receive {len(ok)} messages", 0.5)
     cpu = meter.stop()
+    db_after = database_counters()
     times = carrier_times()
     got = {mid: times[mid] for mid in accepted if mid in times}
     phase = make_phase(name, count, sent, accepted, got)
     phase.cpu = cpu
+    phase.database = {k: db_after[k] - db_before[k] for k in db_before}
     return phase
+
+
+def database_counters() -> dict[str, float]:
+    """The whole server's WAL position and the bench database's commits and
+    rows written (nothing else writes during a phase but the stack's own
+    housekeeping, which is part of the cost)."""
+    wal, commits, rows = psql(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'), xact_commit, "
+        "tup_inserted + tup_updated + tup_deleted FROM pg_stat_database "
+        f"WHERE datname = '{DB_NAME}'").split("|")
+    return {"wal_bytes": float(wal), "commits": float(commits), "rows": float(rows)}
 
 
 def make_phase(name: str, count: int, sent: list[Sent], accepted: dict, got: dict) -> Phase:
@@ -227,7 +252,63 @@ def phase_rows(label: str, ph: Phase) -> list[tuple[str, str]]:
                      f"{ph.overall:,.0f}/s (first accept to last arrival)"),
         ("  latency p50 / p99", f"{ph.p(50):,.1f} / {ph.p(99):,.1f} ms"),
         ("  cores used", ", ".join(f"{k} {v:.2f}" for k, v in (ph.cpu or {}).items())),
+        *([("  database per SMS", f"{ph.database['wal_bytes'] / ph.received:,.0f} B WAL, "
+                                  f"{ph.database['commits'] / ph.received:.1f} commits, "
+                                  f"{ph.database['rows'] / ph.received:.1f} rows written")]
+          if ph.database and ph.received else []),
     ]
+
+
+def node_in_use(name: str) -> None:
+    wait_until(lambda: any(g["name"] == name and g["state"] == "connected" for g in
+                           json.loads(amivono("gateways", "list", "--json"))),
+               30, f"the dispatcher to use gateway {name}", 0.3)
+
+
+def add_node(name: str, instance: str, per_second: float) -> None:
+    from sandbox.instances import ari_url_of
+    from sandbox.settings import SandboxSettings
+
+    settings = SandboxSettings.from_env()
+    amivono("gateways", "add", name, "--ari-url", ari_url_of(settings, instance),
+            "--ari-user", settings.ari_user, "--ari-password", settings.ari_password,
+            "--sms-per-second", f"{per_second:g}")
+
+
+def nodes_side_by_side(burst: int, per_second: float) -> None:
+    """The same burst through one gateway node, then through two."""
+    with cleanup_on_exit() as stack:
+        ensure_debian_packages("sms_end_to_end")
+        key, api = gateway_stack(stack, "bench-nodes", gateways=2)
+        add_node("n1", "gateway", per_second)
+        # The dispatcher's own ceiling lifted: the nodes' paces are the limit.
+        d1 = start_dispatcher("bench-nodes", AMIVONO_SMS_PER_SECOND="20000",
+                              AMIVONO_SMS_CONCURRENCY="64")
+        stack.callback(d1.stop)
+        node_in_use("n1")
+        pids = {"API": api.pid, "dispatcher": d1.pid, **asterisk_pids(gateways=2),
+                "PostgreSQL": postgres_pid()}
+        one = amivono_phase("burst-1-node", key, burst, 0.0, carrier_count(), pids)
+        add_node("n2", "gateway2", per_second)
+        node_in_use("n2")
+        two = amivono_phase("burst-2-nodes", key, burst, 0.0, carrier_count(), pids)
+        shares = amivono("gateways", "list", "--json")
+        d1.stop()
+        api.stop()
+    rows = [("driver", f"{CONCURRENCY} keep-alive HTTP/1.1 connections (bench/load.py drive)"),
+            ("node pace", f"{per_second:g} SMS/s each (--node-sms-per-second)")]
+    rows += phase_rows(f"burst of {burst}, 1 gateway node", one)
+    rows += phase_rows(f"burst of {burst}, 2 gateway nodes", two)
+    rows += [("RATIO 2 nodes / 1 node delivered/s", ratio(two.sustained, one.sustained)),
+             ("RATIO 2 nodes / 1 node p50 latency", ratio(two.p(50), one.p(50)))]
+    notes = ["one dispatcher (AMIVONO_SMS_PER_SECOND=20000, AMIVONO_SMS_CONCURRENCY=64), one "
+             "API process; nodes `gateway` and `gateway2` of `amivono asterisk up --gateways 2`",
+             "gateways at the end: " + "; ".join(
+                 f"{g['name']} {g['state']}" for g in json.loads(shares)),
+             "cores used: CPU of each process tree over the phase ('machine': everything, "
+             "of 2.00)"]
+    print_block("SMS end to end, one gateway node against two (bench/sms_end_to_end.py "
+                "--gateways 2)", rows, notes)
 
 
 def main() -> None:
@@ -236,12 +317,21 @@ def main() -> None:
     ap.add_argument("--paced-rate", type=float, default=50.0)
     ap.add_argument("--paced-seconds", type=float, default=10.0)
     ap.add_argument("--no-second-dispatcher", action="store_true")
+    ap.add_argument("--gateways", type=int, choices=[1, 2], default=1,
+                    help="2: one gateway node against two, side by side (and nothing else)")
+    ap.add_argument("--node-sms-per-second", type=float, default=200.0,
+                    help="with --gateways 2: each node's pace (default 200)")
     args = ap.parse_args()
     if not 100 <= args.burst <= 20000:
         ap.error("--burst must be 100 to 20000")
     if not (1 <= args.paced_rate <= 500 and 5 <= args.paced_seconds <= 60):
         ap.error("--paced-rate 1 to 500 and --paced-seconds 5 to 60")
     paced_count = int(args.paced_rate * args.paced_seconds)
+    if args.gateways == 2:
+        if not 1 <= args.node_sms_per_second <= 5000:
+            ap.error("--node-sms-per-second must be 1 to 5000")
+        nodes_side_by_side(args.burst, args.node_sms_per_second)
+        return
 
     with cleanup_on_exit() as stack:
         ensure_debian_packages("sms_end_to_end")

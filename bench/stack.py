@@ -161,42 +161,44 @@ ASTERISK_TCP_PORTS = tuple(int(BENCH_ENV[k]) for k in (
     "AMIVONO_CARRIER_AMI_PORT"))
 
 
-def asterisk_up() -> None:
+def asterisk_up(gateways: int = 1) -> None:
     subprocess.run(["bash", str(PROJECT_DIR / "asterisk" / "install.sh")], check=True,
                    stdout=subprocess.DEVNULL)
-    asterisk_down()  # a previous run's instances would hold the ports checked next
+    asterisk_down(gateways)  # a previous run's instances would hold the ports checked next
     for port in ASTERISK_TCP_PORTS:
         wait_port_free(port, "Asterisk", timeout=30)
-    amivono("asterisk", "up", timeout=180)
+    amivono("asterisk", "up", "--gateways", str(gateways), timeout=180)
 
 
-def asterisk_down() -> None:
+def asterisk_down(gateways: int = 1) -> None:
     try:
-        amivono("asterisk", "down", timeout=120)
+        amivono("asterisk", "down", "--gateways", str(gateways), timeout=120)
     except (SetupError, subprocess.TimeoutExpired) as exc:
         say(f"asterisk down: {exc}")
 
 
-def gateway_stack(stack: contextlib.ExitStack, account: str) -> tuple[str, Proc]:
-    """A fresh database, both Asterisk instances and the API, each undone by
-    `stack`; returns a key for `account` and the API process."""
+def gateway_stack(stack: contextlib.ExitStack, account: str,
+                  gateways: int = 1) -> tuple[str, Proc]:
+    """A fresh database, the Asterisk instances (`gateways` gateway nodes and
+    the carrier) and the API, each undone by `stack`; returns a key for
+    `account` and the API process."""
     fresh_database()
     stack.callback(drop_database)
-    stack.callback(asterisk_down)
-    say("starting both Asterisk instances (python -m service asterisk up)")
-    asterisk_up()
+    stack.callback(asterisk_down, gateways)
+    say(f"starting the Asterisk instances (python -m service asterisk up --gateways {gateways})")
+    asterisk_up(gateways)
     key = new_key(account)
     api = start_api()
     stack.callback(api.stop)
     return key, api
 
 
-def asterisk_pids() -> dict[str, int]:
+def asterisk_pids(gateways: int = 1) -> dict[str, int]:
     from sandbox.instances import instances
     from sandbox.settings import SandboxSettings
 
     found = {f"{name} Asterisk": inst.pid() for name, inst in
-             instances(SandboxSettings.from_env()).items()}
+             instances(SandboxSettings.from_env(), gateways=gateways).items()}
     return {k: v for k, v in found.items() if v}
 
 

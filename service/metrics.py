@@ -44,6 +44,20 @@ QUEUE = Gauge("amivono_queue_depth", "Work in the queue (whole database)", ["kin
 IN_FLIGHT_ATTEMPTS = Gauge("amivono_attempts_in_flight",
                            "Attempts started and not finished (all dispatchers)", ["kind"])
 
+# Per gateway node (label `gateway`: its name in `amivono gateways list`).
+GATEWAY_CONNECTED = Gauge("amivono_gateway_connected",
+                          "1 while this dispatcher's ARI events connection to the node is up",
+                          ["gateway"])
+GATEWAY_SENDS = Counter("amivono_gateway_sends_total",
+                        "Finished send attempts per gateway node, by kind and outcome",
+                        ["gateway", "kind", "outcome"])
+GATEWAY_CALLS_IN_FLIGHT = Gauge("amivono_gateway_calls_in_flight",
+                                "Voice calls this dispatcher has in flight on the node",
+                                ["gateway"])
+GATEWAY_REROUTES = Counter("amivono_gateway_reroutes_total",
+                           "SMS not handed over by a node and sent through another",
+                           ["gateway"])
+
 
 async def refresh_queue(pool: asyncpg.Pool) -> None:
     for row in await queries.metrics.queue_depth(pool):

@@ -234,6 +234,12 @@ class Settings:
     calls_per_second: float = field(
         default=10.0, metadata={"doc": "Pace of call attempts per dispatcher."}
     )
+    gateway_lost_seconds: float = field(
+        default=60.0,
+        metadata={"doc": "Seconds the calls in flight on a gateway node whose ARI went away "
+                         "wait for it to come back (then reconciled with its channels) before "
+                         "they end `failed` and are retried per their message."},
+    )
     max_voice_retries: int = field(
         default=5, metadata={"doc": "Largest `retries` a voice message may ask for."}
     )

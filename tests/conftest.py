@@ -14,7 +14,9 @@ import httpx
 import pytest
 
 # Ports and folders apart from the demo's, so tests run beside a running demo.
-# AMIVONO_TEST_SLOT=N (0 to 3) moves them all, so several suites can run at once.
+# AMIVONO_TEST_SLOT=N moves them all, so several suites can run at once: ports
+# by N*100 (used 0 to 4; each slot's ports, gateway2's at +2 included, stay
+# within 50 of slot 0's, so any N from 0 to 9 is apart from the others).
 SLOT = int(os.environ.get("AMIVONO_TEST_SLOT", "0"))
 _P = SLOT * 100
 TEST_ENV = {

@@ -248,6 +248,7 @@ async def test_attempts_are_append_only(pool, client, auth):
             attempt_id=row["attempt_id"],
             outcome="sent",
             detail="ok",
+            gateway=None,
             max_failures=3,
             minute_seconds=1.0,
             retry_seconds=1.0,

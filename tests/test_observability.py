@@ -183,7 +183,7 @@ async def test_queue_depth_follows_the_due_rows(client, pool):
         assert canceled.status_code == 200
     # The claimed send ends (as a dispatcher would record it), leaving nothing behind.
     await sms_messages.finish_send(pool, attempt_id=claimed[0]["attempt_id"],
-                                   outcome="failed", detail="queue depth test",
+                                   outcome="failed", detail="queue depth test", gateway=None,
                                    max_failures=1, minute_seconds=1.0, retry_seconds=1.0)
     after = await queue_seen(client, pool)
     assert sum(after.values()) == sum(after_posting.values()) - 3 - (

@@ -420,7 +420,8 @@ async def _in_flight(pool: asyncpg.Pool, account: Account, phone: str,
 
 async def _finish_sent(pool: asyncpg.Pool, attempt_id: int) -> None:
     await queries.sms_messages.finish_send(
-        pool, attempt_id=attempt_id, outcome="sent", detail="handed over", max_failures=5,
+        pool, attempt_id=attempt_id, outcome="sent", detail="handed over", gateway=None,
+        max_failures=5,
         minute_seconds=1.0, retry_seconds=5.0)
 
 

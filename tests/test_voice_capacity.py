@@ -142,7 +142,8 @@ async def test_a_dead_dispatchers_calls_stop_counting_against_the_trunk_cap(
         async with pool.acquire() as conn, conn.transaction():
             await queries.voice_messages.serialize_claims(conn)
             rows = await queries.voice_messages.claim_due_calls(
-                conn, limit=5, trunk_limit=1, dispatcher=name, lease_seconds=600.0)
+                conn, limit=5, gateways=["default"], caps=[1], fallback="default",
+                dispatcher=name, lease_seconds=600.0)
         return [r for r in rows if r["id"] in ids]
 
     assert len(await claim("ghost")) == 1          # the cap of one is now full

@@ -11,7 +11,7 @@ from typing import Any
 
 from sandbox.carrier_logs import received_calls, received_sms, sent_reports
 from sandbox.carrier_sms import CarrierSendError, send_sms
-from sandbox.instances import instances
+from sandbox.instances import MAX_GATEWAYS, ari_url_of, gateway_index, instances
 from sandbox.settings import SandboxSettings
 
 
@@ -21,13 +21,16 @@ def cmd_asterisk(args: argparse.Namespace) -> None:
         for name, value, doc in settings.describe(only_own=True):
             print(f"{name}={value}\n    {doc}")
         return
-    chosen = instances(settings)
+    chosen = instances(settings, gateways=max(args.gateways, _gateway_count(args.instance)))
     names = [args.instance] if args.instance else list(chosen)
     for name in names:
         inst = chosen[name]
         if args.action == "up":
             inst.start()
             print(f"{name}: running ({inst.dir})")
+            if inst.role == "gateway" and args.gateways > 1:
+                print(f"    amivono gateways add {name} --ari-url {ari_url_of(settings, name)} "
+                      f"--ari-user {settings.ari_user} --ari-password {settings.ari_password}")
         elif args.action == "down":
             inst.stop()
             print(f"{name}: stopped")
@@ -35,6 +38,18 @@ def cmd_asterisk(args: argparse.Namespace) -> None:
             print(f"{name}: {'running' if inst.running() else 'stopped'} ({inst.dir})")
         elif args.action == "console":
             os.execvp(inst.console_command()[0], inst.console_command())
+
+
+def _gateway_count(instance: str | None) -> int:
+    index = gateway_index(instance) if instance else -1
+    return index + 1 if index > 0 else 1
+
+
+def _instance_name(text: str) -> str:
+    if text != "carrier" and gateway_index(text) < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: gateway, gateway2 ... gateway{MAX_GATEWAYS}, or carrier")
+    return text
 
 
 def cmd_carrier_messages(args: argparse.Namespace) -> None:
@@ -73,7 +88,12 @@ def register(sub: Any) -> None:
     """Add the sandbox's commands to `amivono` (argparse sub-parsers)."""
     p = sub.add_parser("asterisk", help="the sandbox's Asterisk instances")
     p.add_argument("action", choices=["up", "down", "status", "console", "settings"])
-    p.add_argument("instance", nargs="?", choices=["gateway", "carrier"])
+    p.add_argument("instance", nargs="?", type=_instance_name,
+                   help="gateway, gateway2 ..., or carrier (default: all)")
+    p.add_argument("--gateways", type=int, default=1, choices=range(1, MAX_GATEWAYS + 1),
+                   metavar="N", help="gateway nodes, all trunked to the one carrier "
+                                     f"(1 to {MAX_GATEWAYS}; default 1); `up` prints the "
+                                     "`amivono gateways add` line of each")
     p.set_defaults(func=cmd_asterisk)
 
     carrier = sub.add_parser("carrier", help="the carrier simulator").add_subparsers(

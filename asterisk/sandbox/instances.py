@@ -1,4 +1,6 @@
-"""The two Asterisk instances of the sandbox: the gateway and the carrier simulator.
+"""The Asterisk instances of the sandbox: the gateway and the carrier simulator,
+and, when asked (`amivono asterisk up --gateways 2`), more gateway nodes
+(gateway2, gateway3, ...) trunked to the same carrier.
 
 `asterisk/install.sh` provides the binary (the system's, or a cached Debian
 sid root). Each instance gets its own folder, filled from the templates in
@@ -22,6 +24,39 @@ from sandbox.settings import PROJECT_DIR, SandboxSettings
 TEMPLATES = PROJECT_DIR / "asterisk" / "templates"
 DIALPLANS = PROJECT_DIR / "dialplan"
 INSTANCES = ("gateway", "carrier")
+MAX_GATEWAYS = 4  # their ports sit between the first gateway's and the trunk's
+
+
+def gateway_names(count: int) -> list[str]:
+    """The gateway nodes of a sandbox with `count` of them: gateway, gateway2, ..."""
+    if not 1 <= count <= MAX_GATEWAYS:
+        raise SandboxError(f"the sandbox runs 1 to {MAX_GATEWAYS} gateways, not {count}")
+    return ["gateway"] + [f"gateway{n}" for n in range(2, count + 1)]
+
+
+def gateway_index(name: str) -> int:
+    """0 for 'gateway', 1 for 'gateway2', ...; -1 for anything else."""
+    if name == "gateway":
+        return 0
+    if name.startswith("gateway") and name[7:].isdigit() and 2 <= int(name[7:]) <= MAX_GATEWAYS:
+        return int(name[7:]) - 1
+    return -1
+
+
+def gateway_ports(settings: SandboxSettings, index: int) -> dict[str, int]:
+    """A gateway node's SIP, ARI/HTTP and AMI ports: the first gateway's plus
+    2 per node (odd offsets are the carrier's), and its own RTP range."""
+    rtp = 20000 if index == 0 else 21000 + 1000 * index
+    return {"sip_port": settings.sip_port + 2 * index,
+            "http_port": settings.http_port + 2 * index,
+            "ami_port": settings.ami_port + 2 * index,
+            "rtp_start": rtp, "rtp_end": rtp + 999}
+
+
+def ari_url_of(settings: SandboxSettings, name: str) -> str:
+    """The ARI URL of a sandbox gateway node, as a dispatcher reaches it."""
+    port = gateway_ports(settings, gateway_index(name))["http_port"]
+    return f"http://127.0.0.1:{port}/ari"
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
@@ -110,14 +145,8 @@ def instance_values(name: str, settings: SandboxSettings, runtime: Runtime) -> d
         "fastagi_host": settings.fastagi_host,
         "fastagi_port": str(settings.fastagi_port),
     }
-    if name == "gateway":
-        ports = {
-            "sip_port": settings.sip_port,
-            "http_port": settings.http_port,
-            "ami_port": settings.ami_port,
-            "rtp_start": 20000,
-            "rtp_end": 20999,
-        }
+    if gateway_index(name) >= 0:
+        ports = gateway_ports(settings, gateway_index(name))
     else:
         ports = {
             "sip_port": settings.trunk_port,
@@ -141,9 +170,11 @@ def render(text: str, values: dict[str, str]) -> str:
 
 class Instance:
     def __init__(self, name: str, settings: SandboxSettings, runtime: Runtime) -> None:
-        if name not in INSTANCES:
+        if name not in INSTANCES and gateway_index(name) < 0:
             raise SandboxError(f"unknown instance {name!r}")
         self.name = name
+        # Every gateway node is rendered from the gateway's templates.
+        self.role = "gateway" if gateway_index(name) >= 0 else name
         self.settings = settings
         self.runtime = runtime
         self.inner_dir = f"{settings.run_dir}/{name}"
@@ -160,10 +191,10 @@ class Instance:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         for path in sorted((TEMPLATES / "common").glob("*.conf")):
             (etc / path.name).write_text(render(path.read_text(), values))
-        for path in sorted((TEMPLATES / self.name).glob("*.conf")):
+        for path in sorted((TEMPLATES / self.role).glob("*.conf")):
             (etc / path.name).write_text(render(path.read_text(), values))
         (etc / "extensions.conf").write_text(
-            render((DIALPLANS / f"{self.name}.conf").read_text(), values)
+            render((DIALPLANS / f"{self.role}.conf").read_text(), values)
         )
         # The carrier's dialplan appends to these logs (FILE() only appends to
         # a file that exists); they hold what the phones got since this start.
@@ -204,7 +235,7 @@ class Instance:
             self.stop()
         self.write_configs()
         self.runtime.mount_proc()
-        if self.name == "gateway":
+        if self.role == "gateway":
             self.runtime.share(self.settings.sounds_dir)
             if self.settings.sms_inbox:
                 self.runtime.share(os.path.dirname(self.settings.sms_inbox))
@@ -252,9 +283,12 @@ class Instance:
         return self.runtime.command("-C", self.conf, "-rvvv")
 
 
-def instances(settings: SandboxSettings, runtime: Runtime | None = None) -> dict[str, Instance]:
+def instances(settings: SandboxSettings, runtime: Runtime | None = None,
+              gateways: int = 1) -> dict[str, Instance]:
+    """The gateway node(s) and the carrier simulator, gateways first."""
     runtime = runtime or Runtime.install()
-    return {name: Instance(name, settings, runtime) for name in INSTANCES}
+    names = [*gateway_names(gateways), "carrier"]
+    return {name: Instance(name, settings, runtime) for name in names}
 
 
 def foreground(name: str) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service import metrics
+from service.delivery.gateway_pool import GatewayPool
 from service.domain.delivery_receipts import NotAReceipt, parse_receipt
 from service.domain.phone_numbers import InvalidNumber, parse_e164
 from service.settings import Settings
@@ -53,18 +54,18 @@ def header(variables: dict[str, str], name: str) -> str | None:
 
 
 class InboundSms:
-    def __init__(self, settings: Settings, pool: Any, ari: AriClient,
+    def __init__(self, settings: Settings, pool: Any, gateways: GatewayPool,
                  wake_sms: Callable[[], None]) -> None:
         self.settings = settings
         self.pool = pool
-        self.ari = ari
+        self.gateways = gateways  # every node's trunk delivers; console lines go to one
         self.wake_sms = wake_sms  # an answer (STOP confirmation, HELP) is due now
 
-    async def subscribe(self) -> None:
-        """After every ARI (re)connection: hear what the trunk delivers."""
-        source = f"endpoint:PJSIP/{self.settings.trunk_endpoint}"
+    async def subscribe(self, ari: AriClient, trunk: str) -> None:
+        """After every ARI (re)connection to a node: hear what its trunk delivers."""
+        source = f"endpoint:PJSIP/{trunk}"
         try:
-            await self.ari.subscribe(source)
+            await ari.subscribe(source)
             log.info("inbound SMS: subscribed to %s", source)
         except AriError as exc:
             log.error("inbound SMS: cannot subscribe to %s: %s", source, exc)
@@ -175,7 +176,10 @@ class InboundSms:
 
     async def _console(self, variable: str, line: str) -> None:
         # One readable line on the gateway console, as for outbound sends.
+        usable = self.gateways.usable()
+        if not usable:
+            return
         try:
-            await self.ari.set_global(variable, line)
+            await usable[0].ari.set_global(variable, line)
         except AriError as exc:
             log.debug("console line failed: %s", exc)

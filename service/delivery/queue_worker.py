@@ -22,8 +22,8 @@ import asyncpg
 from service.settings import Settings
 from service.store.database import OUTAGE, Backoff, OutageLog, until_back
 
-if TYPE_CHECKING:  # the ARI client (aiohttp) is only carried here
-    from service.telephony.ari import AriClient
+if TYPE_CHECKING:  # the gateway nodes (ARI clients) are only carried here
+    from service.delivery.gateway_pool import GatewayPool
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class WorkerContext:
 
     settings: Settings
     pool: asyncpg.Pool
-    ari: AriClient
+    gateways: GatewayPool
     name: str  # the dispatcher's name, written on the leases it takes
 
 

@@ -70,12 +70,17 @@ class SmsWorker(QueueWorker):
                 result = SendResult("failed", f"transport error: {type(exc).__name__}: {exc}")
         metrics.CLAIM_TO_SEND.labels("sms").observe(time.monotonic() - claimed)
         metrics.SENDS.labels("sms", result.outcome).inc()
-        log.info("sms %s attempt %s to %s via %s: %s (%s)", sms.message_id, sms.attempt_id,
-                 sms.to_number, transport_name, result.outcome, result.detail,
+        if result.gateway is not None:
+            metrics.GATEWAY_SENDS.labels(result.gateway, "sms", result.outcome).inc()
+        log.info("sms %s attempt %s to %s via %s%s: %s (%s)", sms.message_id, sms.attempt_id,
+                 sms.to_number, transport_name,
+                 f" on gateway {result.gateway}" if result.gateway else "",
+                 result.outcome, result.detail,
                  extra={"message_id": sms.message_id, "attempt_id": sms.attempt_id,
                         "kind": "sms"})
         s = self.settings
         await self.record(
             sms_messages.finish_send, attempt_id=sms.attempt_id,
-            outcome=result.outcome, detail=result.detail, max_failures=s.sms_max_failures,
+            outcome=result.outcome, detail=result.detail, gateway=result.gateway,
+            max_failures=s.sms_max_failures,
             minute_seconds=float(s.minute_seconds), retry_seconds=float(s.sms_retry_seconds))

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service import metrics
+from service.delivery.gateway_pool import Node
 from service.delivery.queue_worker import Job, QueueWorker, WorkerContext
 from service.domain.call_causes import CallEnd, classify
 from service.domain.phone_numbers import E164_SHAPE as _E164
@@ -58,6 +59,7 @@ class Call:
     file_name: str
     account_id: int
     seconds: float
+    gateway: str = "default"  # the node that carries it (chosen by the claim)
     placed: bool = False
     answered: bool = False
     playback_started: bool = False
@@ -110,15 +112,26 @@ class VoiceWorker(QueueWorker):
         s = ctx.settings
         super().__init__(ctx, s.calls_per_dispatcher, s.calls_per_second)
         self.calls: dict[str, Call] = {}
-        self._connected_before = False
+        self._connected_before: set[str] = set()
         self._timers: set[asyncio.Task[None]] = set()
+        self._lost_timers: set[asyncio.Task[None]] = set()
 
-    @property
-    def ari(self) -> AriClient:
-        return self.ctx.ari
+    def _ari(self, call: Call) -> AriClient | None:
+        node = self.ctx.gateways.get(call.gateway)
+        return None if node is None else node.ari
+
+    def _node_lost(self, call: Call) -> bool:
+        node = self.ctx.gateways.get(call.gateway)
+        return node is not None and not node.connected()
+
+    def calls_per_gateway(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for call in self.calls.values():
+            counts[call.gateway] = counts.get(call.gateway, 0) + 1
+        return counts
 
     def ready(self) -> bool:
-        return self.ari.connected.is_set()
+        return self.ctx.gateways.ready()
 
     async def seconds_until_due(self) -> float | None:
         due: float | None = await queries.voice_messages.seconds_until_due(self.pool)
@@ -131,11 +144,14 @@ class VoiceWorker(QueueWorker):
         return float(s.dial_timeout + 3 * s.max_sound_seconds + 2 * s.ack_seconds + 90)
 
     async def claim(self, limit: int) -> tuple[int, list[Job]]:
-        s = self.settings
+        names, caps = self.ctx.gateways.call_caps()
+        if not names:
+            return 0, []
         async with self.pool.acquire() as conn, conn.transaction():
             await queries.voice_messages.serialize_claims(conn)
             rows = await queries.voice_messages.claim_due_calls(
-                conn, limit=limit, trunk_limit=s.calls_per_trunk,
+                conn, limit=limit, gateways=names, caps=caps,
+                fallback=self.ctx.gateways.fallback(),
                 dispatcher=self.ctx.name, lease_seconds=self._lease_seconds())
         jobs: list[Job] = []
         for row in rows:
@@ -147,7 +163,8 @@ class VoiceWorker(QueueWorker):
                 account_id=row["account_id"], seconds=(row["duration_ms"] or 0) / 1000,
                 speech_stem=row["speech_stem"], acknowledge=row["acknowledge"],
                 prompt_file=row["prompt_file"], prompt_stem=row["prompt_stem"],
-                confirm_stem=row["confirm_stem"])
+                confirm_stem=row["confirm_stem"],
+                gateway=row["gateway"] or self.ctx.gateways.fallback())
             if row["stem"] is None:  # the file is gone: nothing to play
                 jobs.append(functools.partial(self._finish, call, CallEnd(
                     "failed", None, None, f"sound file {call.file_name!r} no longer exists",
@@ -161,19 +178,26 @@ class VoiceWorker(QueueWorker):
         if not (_E164.fullmatch(call.to) and _E164.fullmatch(call.from_)):
             await self._finish(call, CallEnd("failed", None, None, "number is not E.164", False))
             return
+        node = self.ctx.gateways.get(call.gateway)
+        if node is None or not node.usable():
+            await self._finish(call, CallEnd(
+                "failed", None, "gateway lost",
+                f"gateway {call.gateway} went away before the call was placed", True))
+            return
         self.calls[call.channel_id] = call  # before originate: events may come first
         metrics.CALLS_IN_FLIGHT.set(len(self.calls))
         claimed = asyncio.get_running_loop().time()
         try:
             try:
                 # One readable line per call on the gateway console.
-                await self.ari.set_global(
+                await node.ari.set_global(
                     "AMIVONO_CALL",
                     f"voice message {call.message_id} attempt {call.attempt_id}: calling "
                     f"{call.to} to play {call.file_name or 'text'}"
                     + (" and ask for 1" if call.acknowledge else ""))
-                await self.ari.originate(
-                    endpoint=f"PJSIP/{call.to}@{s.trunk_endpoint}", channel_id=call.channel_id,
+                await node.ari.originate(
+                    endpoint=f"PJSIP/{call.to}@{node.config.trunk}",
+                    channel_id=call.channel_id,
                     caller_id=call.from_, timeout=s.dial_timeout, app_args="voice")
             except AriError as exc:
                 if exc.not_done:
@@ -183,7 +207,8 @@ class VoiceWorker(QueueWorker):
                     return
                 if exc.status != 409:  # 409: this attempt's channel exists already
                     await self._finish(call, CallEnd(
-                        "failed", None, None, f"originate refused: {exc}", exc.retryable))
+                        "failed", None, "gateway lost" if exc.status is None else None,
+                        f"originate on gateway {call.gateway} refused: {exc}", exc.retryable))
                     return
             call.placed = True
             metrics.CLAIM_TO_SEND.labels("voice").observe(
@@ -205,7 +230,9 @@ class VoiceWorker(QueueWorker):
         except TimeoutError:
             pass
         if not call.answered:
-            await self._hangup(call)
+            if not await self._hangup(call) and self._node_lost(call):
+                # The node is gone: node_lost's timer or the reconcile ends it.
+                return await asyncio.shield(call.end)
             return await self._grace(call, CallEnd(
                 "no-answer", None, None, f"no answer within {ring_deadline:g} s (our timer)",
                 True))
@@ -215,7 +242,8 @@ class VoiceWorker(QueueWorker):
             return await asyncio.wait_for(asyncio.shield(call.end),
                                           call.answered_seconds(s.ack_seconds))
         except TimeoutError:
-            await self._hangup(call)
+            if not await self._hangup(call) and self._node_lost(call):
+                return await asyncio.shield(call.end)
             return await self._grace(call, CallEnd(
                 "failed", None, None, "the playback did not finish in time (our timer)", False))
 
@@ -225,12 +253,18 @@ class VoiceWorker(QueueWorker):
         except TimeoutError:
             return fallback
 
-    async def _hangup(self, call: Call) -> None:
+    async def _hangup(self, call: Call) -> bool:
+        """False when the call's node could not be reached."""
+        ari = self._ari(call)
+        if ari is None:
+            return False
         try:
-            await self.ari.hangup(call.channel_id)
+            await ari.hangup(call.channel_id)
         except AriError as exc:
             if exc.status != 404:
                 log.warning("hangup of %s failed: %s", call.channel_id, exc)
+            return exc.status is not None
+        return True
 
     def _mark(self, call: Call, statement: Any, **params: Any) -> None:
         call.marks.append(asyncio.create_task(
@@ -249,8 +283,9 @@ class VoiceWorker(QueueWorker):
             end = CallEnd("acknowledged", end.cause_code, end.cause_text,
                           f"answered; {ACK_KEY} pressed", False)
         metrics.SENDS.labels("voice", end.outcome).inc()
-        log.info("voice %s attempt %s to %s: %s (%s, cause %s)", call.message_id,
-                 call.attempt_id, call.to, end.outcome, end.detail, end.cause_code,
+        metrics.GATEWAY_SENDS.labels(call.gateway, "voice", end.outcome).inc()
+        log.info("voice %s attempt %s to %s on gateway %s: %s (%s, cause %s)", call.message_id,
+                 call.attempt_id, call.to, call.gateway, end.outcome, end.detail, end.cause_code,
                  extra={"message_id": call.message_id, "attempt_id": call.attempt_id,
                         "kind": "voice"})
         s = self.settings
@@ -307,7 +342,10 @@ class VoiceWorker(QueueWorker):
         try:
             if media is None:
                 raise AriError(None, f"the {name} audio cannot be found")
-            await self.ari.play(call.channel_id, media, call.playback_id)
+            ari = self._ari(call)
+            if ari is None:
+                raise AriError(None, f"gateway {call.gateway} is gone")
+            await ari.play(call.channel_id, media, call.playback_id)
         except AriError as exc:
             log.warning("play on %s failed: %s", call.channel_id, exc)
             call.playback_failed = True
@@ -361,17 +399,20 @@ class VoiceWorker(QueueWorker):
             call.listening.cancel()
         stopped, call.stage = call.playback_id, "confirm"
         call.playback_id = ""
+        ari = self._ari(call)
         try:
-            await self.ari.request("DELETE", f"/playbacks/{stopped}")
+            if ari is not None:
+                await ari.request("DELETE", f"/playbacks/{stopped}")
         except AriError:
             pass  # it had ended already
         self._mark(call, queries.voice_messages.acknowledge)
         try:
             # One readable line per acknowledgement on the gateway console.
-            await self.ari.set_global(
-                "AMIVONO_ACK",
-                f"voice message {call.message_id} attempt {call.attempt_id}: acknowledged "
-                f"by {call.to} (key {ACK_KEY})")
+            if ari is not None:
+                await ari.set_global(
+                    "AMIVONO_ACK",
+                    f"voice message {call.message_id} attempt {call.attempt_id}: acknowledged "
+                    f"by {call.to} (key {ACK_KEY})")
         except AriError as exc:
             log.warning("console line for %s failed: %s", call.channel_id, exc)
         log.info("voice %s attempt %s to %s: acknowledged", call.message_id, call.attempt_id,
@@ -432,28 +473,55 @@ class VoiceWorker(QueueWorker):
         return (f"sound:{self.settings.sounds_dir_for_asterisk}/"
                 f"{call.account_id}/{found['stem']}", found["duration_ms"] / 1000)
 
-    async def reconcile(self) -> None:
-        """After a (re)connection: a call whose channel Asterisk no longer has
-        ended while we were not listening (Asterisk restarted, or the line
-        dropped)."""
-        if self._connected_before:
+    async def reconcile(self, node: Node) -> None:
+        """After a (re)connection to a node: a call on it whose channel
+        Asterisk no longer has ended while we were not listening (Asterisk
+        restarted, or the line dropped)."""
+        if node.name in self._connected_before:
             metrics.ARI_RECONNECTS.inc()
-        self._connected_before = True
+        self._connected_before.add(node.name)
         # Calls placed before the list is read: one placed while it is read
         # may be missing from it and still be ringing.
-        placed = [(cid, call) for cid, call in self.calls.items() if call.placed]
+        placed = [(cid, call) for cid, call in self.calls.items()
+                  if call.placed and call.gateway == node.name]
         try:
-            alive = await self.ari.channel_ids()
+            alive = await node.ari.channel_ids()
         except AriError as exc:
             log.warning("reconcile: cannot list channels: %s", exc)
             return
         for channel_id, call in placed:
             if channel_id not in alive:
                 call.finish(CallEnd(
-                    "failed", None, None,
-                    "the channel disappeared while ARI was disconnected (Asterisk restart?)",
-                    True))
-        log.info("reconciled %d calls with %d channels", len(self.calls), len(alive))
+                    "failed", None, "gateway lost",
+                    f"the channel disappeared while ARI of gateway {node.name} was "
+                    "disconnected (Asterisk restart?)", True))
+        log.info("gateway %s: reconciled %d calls with %d channels", node.name, len(placed),
+                 len(alive))
+
+    def node_lost(self, node: Node) -> None:
+        """A node's ARI went away: its calls in flight are reconciled when it
+        comes back, or end `failed` (and are retried per their message) if it
+        is not back within AMIVONO_GATEWAY_LOST_SECONDS."""
+        calls = [c for c in self.calls.values() if c.gateway == node.name]
+        if not calls:
+            return
+        log.warning("gateway %s: %d calls in flight wait up to %g s for it to come back",
+                    node.name, len(calls), self.settings.gateway_lost_seconds)
+        task = asyncio.get_running_loop().create_task(self._lost_timer(node, calls))
+        self._lost_timers.add(task)
+        task.add_done_callback(self._lost_timers.discard)
+
+    async def _lost_timer(self, node: Node, calls: list[Call]) -> None:
+        try:
+            await asyncio.wait_for(node.ari.connected.wait(), self.settings.gateway_lost_seconds)
+            return  # back: reconcile() ends the calls whose channels are gone
+        except TimeoutError:
+            pass
+        for call in calls:
+            call.finish(CallEnd(
+                "failed", None, "gateway lost",
+                f"gateway {node.name} lost for {self.settings.gateway_lost_seconds:g} s "
+                "during the call: its end is unknown", True))
 
     # --- cancellation -------------------------------------------------------
 

@@ -36,7 +36,7 @@ class SmsAttemptOutcome(StrEnum):
 
     SENT = "sent"        # handed to the trunk (or modem)
     FAILED = "failed"    # the transport refused or errored: not sent
-    UNKNOWN = "unknown"  # the lease ran out mid-send: it may have gone out
+    UNKNOWN = "unknown"  # lease ran out or gateway node went mid-send: it may have gone out
 
 
 class SmsDeliveryOutcome(StrEnum):

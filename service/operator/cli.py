@@ -45,17 +45,16 @@ def _stop_event() -> asyncio.Event:
 async def _dispatcher(settings: Settings, stop: asyncio.Event) -> None:
     from service.delivery.dispatcher import Dispatcher, default_name
     from service.delivery.dongle_transport import DongleAmiTransport
+    from service.delivery.gateway_pool import GatewayPool
     from service.delivery.sms_transports import AriPjsipTransport, SmsTransport
-    from service.telephony.ari import AriClient
 
     name = settings.dispatcher_name or default_name()
     # Each dispatcher its own Stasis app: a second connection with the same
     # app name would replace the first.
-    ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
-                    f"{settings.ari_app}-{name}")
+    gateways = GatewayPool(settings, f"{settings.ari_app}-{name}")
     transports: dict[str, SmsTransport] = {
         AriPjsipTransport.name: AriPjsipTransport(
-            ari, settings.trunk_endpoint, settings.trunk_host, settings.trunk_port)}
+            gateways, settings.trunk_host, settings.trunk_port)}
     if settings.dongle_device:
         transports[DongleAmiTransport.name] = DongleAmiTransport(
             settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password,
@@ -64,11 +63,11 @@ async def _dispatcher(settings: Settings, stop: asyncio.Event) -> None:
         raise SystemExit(f"AMIVONO_SMS_TRANSPORT={settings.sms_transport!r} is not available "
                          f"(configured: {', '.join(transports)})")
     try:
-        await Dispatcher(settings, transports, ari, name).run(stop)
+        await Dispatcher(settings, transports, gateways, name).run(stop)
     finally:
         for transport in transports.values():
             await transport.close()
-        await ari.close()
+        await gateways.close()
 
 
 def _server(settings: Settings) -> uvicorn.Server:
@@ -337,6 +336,48 @@ def cmd_files_upload(args: argparse.Namespace) -> None:
         print(f"{info['name']}: {info['duration']} s, converted to {', '.join(info['formats'])}")
 
 
+def cmd_gateways_add(args: argparse.Namespace) -> None:
+    from service.operator.commands import GatewayRefused, Operator
+
+    settings = _settings()
+
+    async def go() -> None:
+        await database.ensure_database(settings.database_url)
+        await database.migrate(settings.database_url)
+        async with Operator(settings) as op:
+            await op.add_gateway(args.name, args.ari_url, args.ari_user, args.ari_password,
+                                 args.trunk, args.calls, args.sms_per_second)
+
+    try:
+        asyncio.run(go())
+    except GatewayRefused as exc:
+        raise SystemExit("gateway not added: " + "; ".join(exc.problems)) from None
+    print(f"gateway {args.name}: added ({args.ari_url}); every dispatcher uses it within "
+          "a second")
+
+
+def cmd_gateways_list(args: argparse.Namespace) -> None:
+    from service.operator.commands import emit
+
+    emit(_operate(lambda op: op.gateways()), args.json,
+         ["name", "ari_url", "state", "calls_in_flight", "calls", "sends_per_second",
+          "sms_per_second", "trunk", "last_error", "last_error_at"])
+
+
+def cmd_gateways_enable(args: argparse.Namespace) -> None:
+    enabled = args.gateways_command == "enable"
+    if not _operate(lambda op: op.set_gateway_enabled(args.name, enabled)):
+        raise SystemExit(f"no gateway {args.name!r} (see `amivono gateways list`)")
+    print(f"gateway {args.name}: " + ("enabled" if enabled else
+                                      "disabled: it gets no new work; calls on it finish"))
+
+
+def cmd_gateways_remove(args: argparse.Namespace) -> None:
+    if not _operate(lambda op: op.remove_gateway(args.name)):
+        raise SystemExit(f"no gateway {args.name!r} (see `amivono gateways list`)")
+    print(f"gateway {args.name}: removed: it gets no new work; calls on it finish")
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     from service.operator.commands import emit
 
@@ -471,6 +512,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--api", help="API base URL (default AMIVONO_PUBLIC_BASE_URL)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_files_upload)
+
+    gws = sub.add_parser("gateways", help="gateway Asterisk nodes").add_subparsers(
+        dest="gateways_command", required=True)
+    p = gws.add_parser("add", help="add a gateway node every dispatcher will use")
+    p.add_argument("name")
+    p.add_argument("--ari-url", required=True, help="e.g. http://10.0.0.5:8088/ari")
+    p.add_argument("--ari-user", required=True)
+    p.add_argument("--ari-password", required=True)
+    p.add_argument("--trunk", help="its PJSIP trunk endpoint (default AMIVONO_TRUNK_ENDPOINT)")
+    p.add_argument("--calls", type=int,
+                   help="calls in flight on it, all dispatchers (default AMIVONO_CALLS_PER_TRUNK)")
+    p.add_argument("--sms-per-second", type=float,
+                   help="SMS hand-offs per second to it, all dispatchers "
+                        "(default AMIVONO_SMS_PER_SECOND)")
+    p.set_defaults(func=cmd_gateways_add)
+    p = gws.add_parser("list", help="every node with its live state")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_gateways_list)
+    for name, helptext in (("enable", "let NAME take new work again"),
+                           ("disable", "give NAME no new work (calls on it finish)")):
+        p = gws.add_parser(name, help=helptext)
+        p.add_argument("name")
+        p.set_defaults(func=cmd_gateways_enable)
+    p = gws.add_parser("remove", help="forget NAME (calls on it finish)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_gateways_remove)
 
     p = sub.add_parser("status", help="queue depth, calls in flight, Postgres and Asterisk")
     p.add_argument("--json", action="store_true")

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from service.domain.gateway_configs import gateway_problems
 from service.domain.phone_numbers import InvalidNumber, parse_e164
 from service.settings import Settings
 from service.store import account_numbers, database, inbound_messages, webhooks
@@ -51,10 +52,17 @@ def emit(data: Any, as_json: bool, columns: Sequence[str] | None = None) -> None
                 print(f"{key:>16}: {'-' if value is None else value}")
         if data.get("attempts"):
             print()
-            cols = [c for c in ("id", "send_number", "dispatcher", "transport", "started_at",
+            cols = [c for c in ("id", "send_number", "dispatcher", "transport", "gateway",
+                                "started_at",
                                 "finished_at", "outcome", "cause", "detail")
                     if c in data["attempts"][0]]
             print(table(data["attempts"], cols))
+
+
+class GatewayRefused(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class Operator:
@@ -161,6 +169,56 @@ class Operator:
                  "size": r["size_bytes"], "source_format": r["source_format"],
                  "formats": ",".join(r["formats"]), "updated_at": r["updated_at"]}
                 for r in rows]
+
+    # --- gateway nodes -------------------------------------------------------
+
+    async def add_gateway(self, name: str, ari_url: str, ari_user: str, ari_password: str,
+                          trunk: str | None, calls: int | None,
+                          sms_per_second: float | None) -> None:
+        """Raises GatewayRefused with every reason the node cannot be added."""
+        problems = gateway_problems(name, ari_url, ari_user, ari_password, trunk, calls,
+                                    sms_per_second)
+        if problems:
+            raise GatewayRefused(problems)
+        row = await queries.gateways.add(
+            self.pool, name=name, ari_url=ari_url, ari_user=ari_user,
+            ari_password=ari_password, trunk=trunk, calls=calls,
+            sms_per_second=sms_per_second)
+        if row is None:
+            raise GatewayRefused([f"a gateway named {name!r} exists already "
+                                  "(`amivono gateways remove` it first to change it)"])
+
+    async def set_gateway_enabled(self, name: str, enabled: bool) -> bool:
+        return await queries.gateways.set_enabled(
+            self.pool, name=name, enabled=enabled) is not None
+
+    async def remove_gateway(self, name: str) -> bool:
+        return await queries.gateways.remove(self.pool, name=name) is not None
+
+    async def gateways(self) -> list[dict[str, Any]]:
+        """Each node with its live state as the dispatchers' heartbeats tell it."""
+        rows = await queries.gateways.live_state(
+            self.pool, default_url=self.settings.ari_url, fresh_seconds=5.0)
+        out = []
+        for r in rows:
+            state = ("disabled" if not r["enabled"]
+                     else "no dispatcher" if not r["dispatchers"]
+                     else "connected" if r["connected"] == r["dispatchers"]
+                     else "disconnected" if not r["connected"]
+                     else f"connected to {r['connected']} of {r['dispatchers']}")
+            out.append({
+                "name": r["name"], "ari_url": r["ari_url"], "enabled": r["enabled"],
+                "configured": r["configured"],
+                "trunk": r["trunk"] or self.settings.trunk_endpoint,
+                "calls": self.settings.calls_per_trunk if r["calls"] is None else r["calls"],
+                "sms_per_second": (r["sms_per_second"] if r["sms_per_second"] is not None
+                                   else self.settings.sms_per_second),
+                "state": state, "dispatchers": r["dispatchers"],
+                "connected": r["connected"], "calls_in_flight": r["calls_in_flight"],
+                "sends_per_second": round(r["sends_per_second"], 1),
+                "last_error": r["last_error"], "last_error_at": r["last_error_at"],
+            })
+        return out
 
     # --- status ---------------------------------------------------------------
 

@@ -177,6 +177,10 @@ ATTEMPT_FIELDS: Fields = {
                     "description": "Which of the `repeat` sends this was."},
     "dispatcher": {"type": "string"},
     "transport": {"type": "string", "examples": ["ari-pjsip", "dongle-ami"]},
+    "gateway": {"type": ["string", "null"], "examples": ["node1", "default"],
+                "description": "The gateway node (`amivono gateways list`) that carried the"
+                               " send; null while in progress, when no node took it, or"
+                               " for another transport than ari-pjsip."},
     "started_at": TIMESTAMP,
     "finished_at": MAYBE_TIMESTAMP,
     "outcome": nullable({"type": "string",
@@ -184,8 +188,9 @@ ATTEMPT_FIELDS: Fields = {
                          "description": "sent: handed to the trunk, no report yet; "
                                         "delivered/undelivered: the carrier's report; "
                                         "expired: no report within the DLR timeout; unknown:"
-                                        " the dispatcher lost its lease mid-send, so it may"
-                                        " have been sent; null while in progress."}),
+                                        " the dispatcher lost its lease, or its gateway node"
+                                        " went away, mid-send, so it may have been sent;"
+                                        " null while in progress."}),
     "detail": {"type": ["string", "null"]},
     "error": {"type": ["string", "null"],
               "description": "The carrier's error code from its report (err:)."},
@@ -250,6 +255,7 @@ def render(
                 "send_number": a["send_number"],
                 "dispatcher": a["dispatcher"],
                 "transport": a["transport"],
+                "gateway": a["gateway"],
                 "started_at": iso(a["started_at"]),
                 "finished_at": iso(a["finished_at"]),
                 "outcome": attempt_outcome(a, settings),

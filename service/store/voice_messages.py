@@ -156,6 +156,9 @@ FIELDS: Fields = {
 ATTEMPT_FIELDS: Fields = {
     "id": ID,
     "dispatcher": {"type": "string"},
+    "gateway": {"type": ["string", "null"], "examples": ["node1", "default"],
+                "description": "The gateway node (`amivono gateways list`) that carried the"
+                               " call."},
     "started_at": TIMESTAMP,
     "answered_at": MAYBE_TIMESTAMP,
     "playback_started_at": MAYBE_TIMESTAMP,
@@ -215,6 +218,7 @@ def render(row: asyncpg.Record, settings: Settings,
             {
                 "id": a["id"],
                 "dispatcher": a["dispatcher"],
+                "gateway": a["gateway"],
                 "started_at": iso(a["started_at"]),
                 "answered_at": iso(a["answered_at"]),
                 "playback_started_at": iso(a["playback_started_at"]),

@@ -46,6 +46,12 @@ class AriError(Exception):
         return not self.sent or (self.status is not None and self.status >= 500)
 
     @property
+    def not_sent(self) -> bool:
+        """The request never reached Asterisk (no connection could be made):
+        it can be made on another node without risk of a duplicate."""
+        return not self.sent
+
+    @property
     def retryable(self) -> bool:
         # Unreachable Asterisk or its own trouble: try again later. A 4xx means
         # the request itself is wrong and will stay wrong.
@@ -65,6 +71,7 @@ class AriClient:
         self._session: aiohttp.ClientSession | None = None  # made in the running loop
         self.connected = asyncio.Event()
         self.reconnects = 0
+        self.last_error: str | None = None  # why the event WebSocket last failed
 
     async def close(self) -> None:
         if self._session is not None:
@@ -143,10 +150,12 @@ class AriClient:
 
     async def run_events(self, handler: EventHandler, stop: asyncio.Event,
                          max_backoff: float = 10.0,
-                         on_connect: Callable[[], Awaitable[None]] | None = None) -> None:
+                         on_connect: Callable[[], Awaitable[None]] | None = None,
+                         on_disconnect: Callable[[], None] | None = None) -> None:
         """Keep the event WebSocket open until `stop`, reconnecting with backoff.
         Asterisk drops an app's events while it is disconnected: `on_connect`
-        runs after every (re)connection so the caller can reconcile."""
+        runs after every (re)connection so the caller can reconcile, and
+        `on_disconnect` as soon as an open connection is lost."""
         token = base64.b64encode(f"{self._auth[0]}:{self._auth[1]}".encode()).decode()
         backoff = 0.2
         last_surprise = ""
@@ -176,6 +185,7 @@ class AriClient:
                         raise reader.exception()  # type: ignore[misc]
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                 log.warning("ARI events unavailable: %s", exc)
+                self.last_error = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # a surprise: reconnect, never a deaf dispatcher
                 seen = f"{type(exc).__name__}: {exc}"
                 if seen != last_surprise:  # the traceback once, not at every retry
@@ -183,7 +193,11 @@ class AriClient:
                 else:
                     log.error("ARI events failed again (%s); reconnecting", seen)
                 last_surprise = seen
+                self.last_error = seen
+            was_connected = self.connected.is_set()
             self.connected.clear()
+            if was_connected and on_disconnect is not None and not stop.is_set():
+                on_disconnect()
             if stop.is_set():
                 break
             self.reconnects += 1

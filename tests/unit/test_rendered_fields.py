@@ -98,7 +98,8 @@ def sms_row(status: SmsStatus) -> dict[str, Any]:
 
 def sms_attempts() -> list[dict[str, Any]]:
     done = [{"id": n, "send_number": n, "dispatcher": "d1", "transport": "ari-pjsip",
-             "started_at": at(n), "finished_at": at(n + 0.5), "outcome": str(outcome),
+             "gateway": "node1", "started_at": at(n), "finished_at": at(n + 0.5),
+             "outcome": str(outcome),
              "detail": "handed to Asterisk", "delivered": None, "report_stat": None,
              "report_error": None, "reported_at": None}
             for n, outcome in enumerate(SmsAttemptOutcome, 1)]
@@ -107,7 +108,8 @@ def sms_attempts() -> list[dict[str, Any]]:
                  "report_error": err, "reported_at": at(7)}
                 for ok, stat, err in ((True, "DELIVRD", "000"), (False, "UNDELIV", "001"))]
     in_flight = {"id": 9, "send_number": 4, "dispatcher": "d1", "transport": "dongle-ami",
-                 "started_at": at(9), "finished_at": None, "outcome": None, "detail": None,
+                 "gateway": None, "started_at": at(9), "finished_at": None, "outcome": None,
+                 "detail": None,
                  "delivered": None, "report_stat": None, "report_error": None,
                  "reported_at": None}
     return [*done, *reported, in_flight]
@@ -154,13 +156,15 @@ def voice_row(status: VoiceStatus) -> dict[str, Any]:
 
 
 def voice_attempts() -> list[dict[str, Any]]:
-    done = [{"id": n, "dispatcher": "d1", "started_at": at(n), "answered_at": at(n + 1),
+    done = [{"id": n, "dispatcher": "d1", "gateway": "node2", "started_at": at(n),
+             "answered_at": at(n + 1),
              "playback_started_at": at(n + 1.1), "finished_at": at(n + 9),
              "outcome": str(outcome), "cause_code": 16, "cause_text": "Normal Clearing",
              "detail": "answered; the file played to the end",
              "prompt_started_at": at(n + 5), "keys": "91", "acknowledged_at": at(n + 7)}
             for n, outcome in enumerate(VoiceAttemptOutcome, 1)]
-    ringing = {"id": 9, "dispatcher": "d2", "started_at": at(30), "answered_at": None,
+    ringing = {"id": 9, "dispatcher": "d2", "gateway": "default", "started_at": at(30),
+               "answered_at": None,
                "playback_started_at": None, "finished_at": None, "outcome": None,
                "cause_code": None, "cause_text": None, "detail": None,
                "prompt_started_at": None, "keys": "", "acknowledged_at": None}

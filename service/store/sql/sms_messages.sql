@@ -121,7 +121,8 @@ FOR UPDATE OF m;
 -- counts as failed, as record_report would have made it.
 WITH finished AS (
     UPDATE sms_attempts
-    SET finished_at = clock_timestamp(), outcome = :outcome, detail = :detail
+    SET finished_at = clock_timestamp(), outcome = :outcome, detail = :detail,
+        gateway = :gateway
     WHERE id = :attempt_id AND finished_at IS NULL
     RETURNING id, message_id, outcome
 ),
@@ -218,3 +219,24 @@ UPDATE sms_messages m SET due_at = now()
 FROM sms_attempts a
 WHERE a.id = m.lease_attempt_id AND a.finished_at IS NULL AND a.dispatcher = :dispatcher
   AND m.due_at > now();
+
+-- name: resend_unsettled
+-- Sends handed to a gateway node (Asterisk answered 202) a moment before
+-- the node was lost, with no carrier report yet: Asterisk may have died
+-- before the SIP MESSAGE left, so each attempt becomes `unknown` and its
+-- message is due again now (a send in flight, or a message stopped
+-- meanwhile, keeps its own schedule), counted like an undelivered report.
+WITH doubtful AS (
+    UPDATE sms_attempts a
+    SET outcome = 'unknown', detail = :detail
+    WHERE a.id = ANY(:attempt_ids) AND a.outcome = 'sent'
+      AND NOT EXISTS (SELECT 1 FROM sms_delivery_reports r WHERE r.attempt_id = a.id)
+    RETURNING a.id, a.message_id
+)
+UPDATE sms_messages m
+SET sent_count = m.sent_count - (NOT m.halted)::int,
+    due_at = CASE WHEN m.halted OR m.lease_attempt_id IS NOT NULL THEN m.due_at ELSE now() END,
+    updated_at = now()
+FROM doubtful d
+WHERE m.id = d.message_id
+RETURNING m.id, d.id AS attempt_id;

@@ -65,28 +65,47 @@ SELECT EXISTS (SELECT 1 FROM voice_messages
                  AND escalated_to IS NULL AND NOT halted AND due_at IS NOT NULL);
 
 -- name: serialize_claims$
--- Taken (for the transaction) before claim_due_calls: the trunk cap counts
+-- Taken (for the transaction) before claim_due_calls: the node caps count
 -- calls in flight, and two claims counting at once could both fill it.
 SELECT pg_advisory_xact_lock(495606196332);  -- "sacll": any constant shared by all
 
 -- name: claim_due_calls
--- Like claim_due_sends for SMS, and capped: at most :trunk_limit calls in
--- flight on the trunk across all dispatchers (run after serialize_claims, in
--- its transaction, so the count sees every other claim).
-WITH capacity AS (
+-- Like claim_due_sends for SMS, and capped per gateway node: at most its cap
+-- (:caps, in the order of :gateways, the nodes this dispatcher can reach)
+-- calls in flight on each node across all dispatchers (run after
+-- serialize_claims, in its transaction, so the counts see every other
+-- claim). Each claimed call is given a node: the free slots of all nodes are
+-- taken in order of the fill they would bring, (in flight + k) / cap, so a
+-- node with twice the cap gets twice the calls and none goes over its cap.
+-- Attempts made before gateways existed count for :fallback.
+WITH nodes AS (
     -- Live leases only: a dead dispatcher's calls stop counting when their
     -- leases run out, and this very claim then closes their attempts.
-    SELECT greatest(0, least(:limit, :trunk_limit - (
-        SELECT count(*) FROM voice_messages
-        WHERE lease_attempt_id IS NOT NULL AND due_at > now()))) AS n
+    SELECT g.name, g.cap, g.cap - (
+        SELECT count(*) FROM voice_messages m JOIN voice_attempts a ON a.id = m.lease_attempt_id
+        WHERE m.lease_attempt_id IS NOT NULL AND m.due_at > now()
+          AND coalesce(a.gateway, :fallback) = g.name) AS free
+    FROM unnest(:gateways::text[], :caps::int[]) AS g(name, cap)
+),
+slots AS (
+    SELECT nodes.name, row_number() OVER (
+        ORDER BY (nodes.cap - nodes.free + k)::float8 / nodes.cap, nodes.name) AS slot
+    -- No node needs more than :limit slots: a claim takes at most that many.
+    FROM nodes, generate_series(1, least(greatest(nodes.free, 0), :limit)) AS k
+),
+capacity AS (
+    SELECT least(:limit, (SELECT count(*) FROM slots)) AS n
 ),
 due AS (
-    SELECT id, account_id, file_name, speech_stem, lease_attempt_id, canceled_at
+    SELECT id, account_id, file_name, speech_stem, lease_attempt_id, canceled_at, due_at
     FROM voice_messages
     WHERE due_at <= now()
     ORDER BY due_at
     LIMIT (SELECT n FROM capacity)
     FOR UPDATE SKIP LOCKED
+),
+numbered AS (
+    SELECT due.*, row_number() OVER (ORDER BY due.due_at, due.id) AS slot FROM due
 ),
 abandoned AS (
     UPDATE voice_attempts a
@@ -97,9 +116,11 @@ abandoned AS (
     RETURNING a.id
 ),
 attempts AS (
-    INSERT INTO voice_attempts (message_id, dispatcher)
-    SELECT id, :dispatcher FROM due WHERE canceled_at IS NULL
-    RETURNING id, message_id
+    INSERT INTO voice_attempts (message_id, dispatcher, gateway)
+    SELECT numbered.id, :dispatcher, slots.name
+    FROM numbered JOIN slots ON slots.slot = numbered.slot
+    WHERE numbered.canceled_at IS NULL
+    RETURNING id, message_id, gateway
 )
 UPDATE voice_messages m
 SET lease_attempt_id = attempts.id,
@@ -114,7 +135,7 @@ LEFT JOIN sound_files f ON f.account_id = due.account_id AND f.name = due.file_n
 LEFT JOIN speech_renders s ON s.stem = due.speech_stem
 WHERE m.id = due.id
 RETURNING m.id, m.account_id, m.from_number, m.to_number, m.file_name,
-          attempts.id AS attempt_id, coalesce(f.stem, s.stem) AS stem,
+          attempts.id AS attempt_id, attempts.gateway, coalesce(f.stem, s.stem) AS stem,
           coalesce(f.duration_ms, s.duration_ms) AS duration_ms, m.speech_stem,
           m.acknowledge, m.prompt_file, m.prompt_stem, m.confirm_stem;
 
