@@ -1,5 +1,5 @@
-"""A TCP proxy that delays or swallows traffic: a slow or hung Asterisk as
-the network shows it, with the real Asterisk behind it."""
+"""TCP proxies in front of the real Asterisk: a slow, hung or refusing
+Asterisk as the network shows it."""
 
 from __future__ import annotations
 
@@ -59,6 +59,61 @@ class DelayProxy:
 
             await asyncio.gather(pump(reader, up_writer, self.delay), pump(up_reader, writer, 0.0))
         except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+
+class RequestFilterProxy:
+    """Passes everything (the event WebSocket too) to the real Asterisk, except
+    the requests `intercept` takes. aiohttp sends one request at a time on a
+    connection, each starting a chunk, so a chunk's first line is its request
+    line."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def intercept(self, request_line: bytes, client: asyncio.StreamWriter) -> bool:
+        """True when this request was dealt with here and must not go on."""
+        raise NotImplementedError
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+            async def requests() -> None:
+                while data := await reader.read(65536):
+                    if await self.intercept(data.split(b"\r\n", 1)[0], writer):
+                        continue
+                    up_writer.write(data)
+                    await up_writer.drain()
+                up_writer.close()
+
+            async def responses() -> None:
+                while data := await up_reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+                writer.close()
+
+            await asyncio.gather(requests(), responses())
+        except (OSError, asyncio.CancelledError):
             pass
         finally:
             writer.close()

@@ -19,6 +19,7 @@ from service.store.api_keys import create_key
 
 from .audio import tone
 from .conftest import _P, LAUNCH, TEST_ENV, start_dispatcher, wait_for
+from .netfaults import RequestFilterProxy
 from .test_voice import phone, upload
 
 PG_PORT = 25450 + _P
@@ -160,63 +161,26 @@ async def test_the_dispatcher_survives_postgresql_restarts_and_delivers_everythi
         d.stop()
 
 
-class RefusesOriginate:
-    """ARI through a proxy: everything passes to the real Asterisk (the event
-    WebSocket too) except `POST /channels` while `refusing`, which is answered
-    503 as an Asterisk that cannot make the channel answers it."""
+class RefusesOriginate(RequestFilterProxy):
+    """`POST /channels` is answered 503 while `refusing`, as an Asterisk that
+    cannot make the channel answers it."""
 
     def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
+        super().__init__(target_port)
         self.refusing = True
         self.refused = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        if self._server:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-
-            async def requests() -> None:
-                while data := await reader.read(65536):
-                    line = data.split(b"\r\n", 1)[0]
-                    if self.refusing and line.startswith(b"POST ") and b"/channels?" in line:
-                        self.refused += 1
-                        body = b'{"message":"Service Unavailable"}'
-                        writer.write(b"HTTP/1.1 503 Service Unavailable\r\n"
-                                     b"Content-Type: application/json\r\n"
-                                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-                        await writer.drain()
-                        continue
-                    up_writer.write(data)
-                    await up_writer.drain()
-                up_writer.close()
-
-            async def responses() -> None:
-                while data := await up_reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-                writer.close()
-
-            await asyncio.gather(requests(), responses())
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
+    async def intercept(self, request_line: bytes, client: asyncio.StreamWriter) -> bool:
+        if not (self.refusing and request_line.startswith(b"POST ")
+                and b"/channels?" in request_line):
+            return False
+        self.refused += 1
+        body = b'{"message":"Service Unavailable"}'
+        client.write(b"HTTP/1.1 503 Service Unavailable\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await client.drain()
+        return True
 
 
 async def test_a_call_asterisk_never_placed_waits_and_is_dialled_once_it_can_be(

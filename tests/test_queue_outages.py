@@ -14,7 +14,7 @@ import asyncpg
 from sandbox.carrier_logs import received_sms
 
 from .conftest import TEST_ENV, start_dispatcher, wait_for
-from .netfaults import DelayProxy
+from .netfaults import DelayProxy, RequestFilterProxy
 
 ARI_PORT = int(TEST_ENV["AMIVONO_HTTP_PORT"])
 SMS = {"from": "+46736265400", "to": "+46736265449", "message": "Outage test"}
@@ -115,58 +115,19 @@ async def test_sigterm_stops_claiming_while_the_send_in_flight_finishes(
     await client.delete(f"/messages/sms/{later}", headers=auth)
 
 
-class SwallowsSendMessage:
-    """ARI through a proxy that passes everything to the real Asterisk except
-    `PUT .../endpoints/sendMessage`: that request is taken and never answered,
-    as by an Asterisk that hangs after reading it. (aiohttp sends one request
-    at a time on a connection, each starting a chunk.)"""
+class SwallowsSendMessage(RequestFilterProxy):
+    """`PUT .../endpoints/sendMessage` is taken and never answered, as by an
+    Asterisk that hangs after reading it."""
 
     def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
+        super().__init__(target_port)
         self.swallowed = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        if self._server:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-
-            async def requests() -> None:
-                while data := await reader.read(65536):
-                    line = data.split(b"\r\n", 1)[0]
-                    if line.startswith(b"PUT ") and b"/endpoints/sendMessage" in line:
-                        self.swallowed += 1
-                        await asyncio.Event().wait()
-                    up_writer.write(data)
-                    await up_writer.drain()
-                up_writer.close()
-
-            async def responses() -> None:
-                while data := await up_reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-                writer.close()
-
-            await asyncio.gather(requests(), responses())
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
+    async def intercept(self, request_line: bytes, client: asyncio.StreamWriter) -> bool:
+        if request_line.startswith(b"PUT ") and b"/endpoints/sendMessage" in request_line:
+            self.swallowed += 1
+            await asyncio.Event().wait()
+        return False
 
 
 async def test_an_unanswered_send_message_fails_as_maybe_sent(client, auth, pool, carrier):
