@@ -28,10 +28,11 @@ def require_object(resource: str, body: Any) -> dict[str, Any]:
 
 
 def unknown_fields(resource: str, body: dict[str, Any], allowed: tuple[str, ...],
-                   errors: list[FieldError]) -> None:
+                   errors: list[FieldError], prefix: str = "") -> None:
+    """Each name not in `allowed`; `prefix` names a nested object ("escalate.")."""
     for name in body:
         if name not in allowed:
-            errors.append(FieldError(resource, str(name), "unknown_field",
+            errors.append(FieldError(resource, f"{prefix}{name}", FieldCode.UNKNOWN_FIELD,
                                      f"unknown field {name!r}; allowed: {', '.join(allowed)}"))
 
 

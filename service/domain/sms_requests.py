@@ -126,11 +126,7 @@ def _escalation(body: dict[str, Any], repeat_total: int,
         return None
     prefix = "escalate."
     before = len(errors)
-    for name in value:
-        if name not in ESCALATE_FIELDS:
-            errors.append(FieldError(RESOURCE, f"{prefix}{name}", FieldCode.UNKNOWN_FIELD,
-                                     f"unknown field {name!r}; allowed: "
-                                     f"{', '.join(ESCALATE_FIELDS)}"))
+    unknown_fields(RESOURCE, value, ESCALATE_FIELDS, errors, prefix)
     after = value.get("after")
     if after is None:
         errors.append(FieldError(RESOURCE, f"{prefix}after", FieldCode.MISSING_FIELD,

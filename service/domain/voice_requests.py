@@ -105,10 +105,7 @@ def _prompt(body: dict[str, Any], acknowledge: bool, errors: list[FieldError]) -
         return None
     prefix = "acknowledge_prompt."
     before = len(errors)
-    for name in prompt:
-        if name not in ("file", "text"):
-            errors.append(FieldError(RESOURCE, f"{prefix}{name}", FieldCode.UNKNOWN_FIELD,
-                                     f"unknown field {name!r}; allowed: file, text"))
+    unknown_fields(RESOURCE, prompt, ("file", "text"), errors, prefix)
     audio = audio_fields(RESOURCE, prompt, errors, prefix)
     return audio if len(errors) == before else None
 
