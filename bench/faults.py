@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import sys
@@ -51,6 +52,8 @@ class Tally:
     fivexx_inside: collections.Counter[int] = field(default_factory=collections.Counter)
     faults: collections.Counter[str] = field(default_factory=collections.Counter)
     hostile: collections.Counter[str] = field(default_factory=collections.Counter)
+    slow: collections.Counter[str] = field(default_factory=collections.Counter)
+    guesses: collections.Counter[int] = field(default_factory=collections.Counter)
     exited: list[str] = field(default_factory=list)
     outage: bool = False  # PostgreSQL is being restarted (with a margin)
 
@@ -190,6 +193,59 @@ async def hostile(c: httpx.AsyncClient, t: Tally, key: str) -> None:
         classify(t, status, f"hostile {method} {path[:40]}")
 
 
+# The fault suite's API runs with short deadlines (see main) so slow clients
+# are cut in seconds; the defaults are 10 s.
+SLOW_DEADLINE = 2.0
+GUESSES = 40
+
+
+async def slow_clients(t: Tally, key: str) -> None:
+    """Clients that say nothing, trickle their headers, or send a body shorter
+    than they declared: each must be answered 408 and closed within the
+    deadline (plus a margin), whatever the client keeps doing."""
+    host, port = stack.API.removeprefix("http://").split(":")
+
+    async def one(first: bytes, trickle: bytes) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        started = time.monotonic()
+        answer = asyncio.ensure_future(reader.read())
+        try:
+            writer.write(first)
+            while not answer.done() and time.monotonic() - started < 4 * SLOW_DEADLINE:
+                if trickle:
+                    writer.write(trickle)
+                with contextlib.suppress(OSError):
+                    await writer.drain()
+                await asyncio.sleep(0.2)
+            data = await asyncio.wait_for(answer, SLOW_DEADLINE)
+            took = time.monotonic() - started
+            status = data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/1.1 ") else "?"
+            t.slow[f"{status} in {took:.1f} s" if status == "408" else f"{status} (not 408)"] += 1
+        except (TimeoutError, OSError) as exc:
+            t.slow[f"still open ({type(exc).__name__})"] += 1
+        finally:
+            answer.cancel()
+            writer.close()
+
+    # Authenticated: the API reads a body only after the key is checked.
+    head = (b"POST /messages/sms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: 1000\r\n\r\n")
+    await asyncio.gather(
+        one(b"", b""),  # silent
+        one(b"GET /healthz HTTP/1.1\r\n", b"X"),  # headers at 5 bytes/s
+        one(head + b'{"from":', b""),  # a body shorter than declared
+        one(head, b"x"))  # a body at 5 bytes/s
+
+
+async def guessing(c: httpx.AsyncClient, t: Tally) -> None:
+    """Wrong keys from one address as fast as they are answered: 401 for the
+    burst, then 429 without a database query."""
+    for n in range(GUESSES):
+        r = await c.get("/messages/sms", headers={"authorization": f"Bearer amv_guess{n}"})
+        t.guesses[r.status_code] += 1
+        classify(t, r.status_code, "guess")
+
+
 async def pg_restarts(cluster: Cluster, t: Tally, count: int, down: float) -> None:
     for _ in range(count):
         await asyncio.sleep(2.0)
@@ -284,8 +340,11 @@ async def run(args: argparse.Namespace, cluster: Cluster, key: str,
             stack.say(f"phase 3: {args.calls} calls while the gateway Asterisk is SIGKILLed")
             voice_ids = await asterisk_kills(t, key, c, args.calls)
             # 4. Hostile input.
-            stack.say(f"phase 4: {len(HOSTILE)} hostile requests")
+            stack.say(f"phase 4: {len(HOSTILE)} hostile requests, 4 slow clients, "
+                      f"{GUESSES} wrong keys")
             await hostile(c, t, key)
+            await slow_clients(t, key)
+            await guessing(c, t)
             pool = await asyncpg.create_pool(DB_URL, min_size=1, max_size=2)
             try:
                 await settle(pool, t, voice_ids, args.settle)
@@ -326,6 +385,10 @@ async def run(args: argparse.Namespace, cluster: Cluster, key: str,
         ("faults injected", ", ".join(f"{k} x{v}" for k, v in sorted(t.faults.items()))),
         ("hostile inputs tried", f"{len(HOSTILE)}: " + ", ".join(
             f"{k} {v}" for k, v in sorted(t.hostile.items()))),
+        ("slow clients (each 408, closed)", ", ".join(
+            f"{k}: {v}" for k, v in sorted(t.slow.items()))),
+        ("wrong keys from one address", ", ".join(
+            f"{k} x{v}" for k, v in sorted(t.guesses.items()))),
         ("answers by class", ", ".join(f"{k} {v}" for k, v in sorted(t.statuses.items()))),
         ("messages lost (must be 0)", f"{len(lost) + len(voice_open)}"
                                       f" ({len(lost)} SMS, {len(voice_open)} voice not final)"),
@@ -340,7 +403,9 @@ async def run(args: argparse.Namespace, cluster: Cluster, key: str,
     ]
     for line in t.fivexx_outside[:10] + t.exited + [f"lost: {b}" for b in lost[:10]]:
         stack.say(line)
-    ok = not (lost or voice_open or unrecorded or t.fivexx_outside or non503_in or t.exited)
+    slow_ok = sum(v for k, v in t.slow.items() if k.startswith("408")) == 4
+    ok = not (lost or voice_open or unrecorded or t.fivexx_outside or non503_in or t.exited
+              or not slow_ok or not t.guesses[429])
     return rows_out, ok
 
 
@@ -377,7 +442,9 @@ def main() -> None:
         stack.say("starting both Asterisk instances (stack apart: ports +10000)")
         stack.asterisk_up()
         key = stack.new_key("faults")
-        api = stack.start_api()
+        api = stack.start_api(
+            AMIVONO_HTTP_HEADER_SECONDS=str(SLOW_DEADLINE),
+            AMIVONO_HTTP_BODY_SECONDS=str(SLOW_DEADLINE))
         st.callback(api.stop)
         rows, ok = asyncio.run(run(args, cluster, key, api))
         stack.report.print_block("Fault suite (bash bench/run.sh faults)", rows, [
