@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from sandbox.carrier_logs import received_sms
@@ -25,7 +26,7 @@ from sandbox.settings import SandboxSettings
 from service.store.queue_signal import CHANNEL
 
 from .audio import tone
-from .conftest import start_dispatcher, wait_for
+from .conftest import TEST_ENV, start_dispatcher, wait_for
 
 FROM = "+46736265400"
 NO_ANSWER = "+46700000019"  # the carrier's phone that rings until the dial timeout
@@ -331,7 +332,9 @@ async def test_a_disabled_node_gets_nothing_new(
     await add_nodes(pool, settings, n1=(10, 200.0), n2=(10, 200.0))
     await client.put("/files/off.wav", content=tone(850, 0.5, rate=8000), headers=auth)
     name = f"off-{time.time_ns()}"
-    proc = start_dispatcher(name, AMIVONO_CALLS_PER_SECOND="50")
+    metrics_port = int(TEST_ENV["AMIVONO_API_PORT"]) + 21
+    proc = start_dispatcher(name, AMIVONO_CALLS_PER_SECOND="50",
+                            AMIVONO_METRICS_PORT=str(metrics_port))
     try:
         await until_in_use(pool, name, {"n1": True, "n2": True}, 20)
         disabled = await run_cli("gateways", "disable", "n2")
@@ -361,8 +364,24 @@ async def test_a_disabled_node_gets_nothing_new(
         assert await pool.fetchval(
             "SELECT count(*) FROM sms_attempts WHERE message_id = ANY($1::bigint[]) "
             "AND gateway = 'n2'", sms) >= 5
+
+        # Removed, its gauges go: no stale `connected 1` for a node not there.
+        series = 'amivono_gateway_connected{gateway="n2"}'
+
+        async def scrape() -> str:
+            async with httpx.AsyncClient() as c:
+                return (await c.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+
+        assert series + " 1.0" in await scrape()
+        assert (await run_cli("gateways", "remove", "n2")).returncode == 0
+        await wait_for(lambda: _gone(scrape, series), 10, interval=0.2,
+                       what="n2's gauge removed")
     finally:
         proc.stop()
+
+
+async def _gone(scrape: Any, series: str) -> bool:
+    return series not in await scrape()
 
 
 # --- per-node caps across dispatchers ------------------------------------------

@@ -23,6 +23,7 @@ Routing (also in docs/decisions.md, "Several gateways"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -257,6 +258,10 @@ class GatewayPool:
             if not busy(name):
                 await self._stop(node)
                 del self.nodes[name]
+                # A removed node's gauges go too: a stale `connected 1` would lie.
+                for gauge in (metrics.GATEWAY_CONNECTED, metrics.GATEWAY_CALLS_IN_FLIGHT):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(name)
         for name, config in wanted.items():
             if name not in self.nodes:
                 self._start(config)
