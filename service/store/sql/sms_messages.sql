@@ -35,11 +35,16 @@ LIMIT :limit;
 -- name: cancel^
 -- Cancels the sends still to come. A send in flight finishes; its lease keeps
 -- due_at so a dead dispatcher's attempt is still closed by the next claim.
-UPDATE sms_messages
+-- An SMS sent for the last time can still be canceled while its escalation
+-- call is not finished: that cancels the call (sms_messages_end_escalation).
+UPDATE sms_messages m
 SET canceled_at = now(), updated_at = now(),
     due_at = CASE WHEN lease_attempt_id IS NULL THEN NULL ELSE due_at END
-WHERE id = :id AND account_id = :account_id
-  AND NOT halted AND sent_count < repeat_total
+WHERE id = :id AND account_id = :account_id AND NOT halted
+  AND (sent_count < repeat_total
+       OR (escalated_to IS NOT NULL AND EXISTS (
+               SELECT 1 FROM voice_messages v
+               WHERE v.id = m.escalated_to AND v.finished_at IS NULL)))
 RETURNING id;
 
 -- name: record_click^
