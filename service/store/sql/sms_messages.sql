@@ -225,6 +225,13 @@ FROM sms_attempts a
 WHERE a.id = m.lease_attempt_id AND a.finished_at IS NULL AND a.dispatcher = :dispatcher
   AND m.due_at > now();
 
+-- name: unsettled_open
+-- Of :attempt_ids, those whose send's outcome is not recorded yet while their
+-- lease runs (past it, the next claim closes them `unknown` and sends again).
+SELECT a.id
+FROM sms_attempts a JOIN sms_messages m ON m.lease_attempt_id = a.id
+WHERE a.id = ANY(:attempt_ids) AND a.finished_at IS NULL AND m.due_at > now();
+
 -- name: resend_unsettled
 -- Sends handed to a gateway node (Asterisk answered 202) a moment before
 -- the node was lost, with no carrier report yet: Asterisk may have died
