@@ -449,6 +449,17 @@ async def test_without_a_speech_engine_text_is_422_and_nothing_is_stored(db, aut
             [error] = response.json()["errors"]
             assert error["field"] == "text" and "not installed" in error["message"]
             assert await pool.fetchval("SELECT count(*) FROM voice_messages") == before
+            # Rendered before the transaction now: the same 422s for an escalation.
+            sms_before = await pool.fetchval("SELECT count(*) FROM sms_messages")
+            for escalate, field in (({"after": 1, "text": "Alarm"}, "escalate.text"),
+                                    ({"after": 1, "file": "x.wav"}, "escalate.language")):
+                response = await c.post("/messages/sms", headers=auth, json={
+                    "from": caller(), "to": phone(), "message": "Alarm", "repeat": 2,
+                    "escalate": escalate})
+                assert response.status_code == 422, response.text
+                [error] = response.json()["errors"]
+                assert error["field"] == field and "not installed" in error["message"], error
+            assert await pool.fetchval("SELECT count(*) FROM sms_messages") == sms_before
     finally:
         await asyncio.to_thread(proc.stop)
 
