@@ -9,10 +9,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
+import soundfile
+
+from service.domain.refusals import Refused
+from service.store import sound_files
 
 from .audio import tone
 from .conftest import LAUNCH
@@ -159,3 +166,32 @@ async def test_an_upload_while_the_slots_are_full_is_503_with_retry_after(small)
     assert (await asyncio.wait_for(first, 20)).status_code == 201
     again = await small.put("/files/second.wav", content=audio)
     assert again.status_code == 201, again.text
+
+
+def test_conversions_to_the_same_stem_at_once_all_succeed_and_a_failed_one_removes_nothing(
+        tmp_path: Path) -> None:
+    """Two renders of the same speech convert to the same stem at the same time:
+    each writes its own temporary files, both publish whole files, and a
+    conversion that fails leaves the files published under its stem alone."""
+    data = tone(440, 3.0, "WAV", rate=44100)
+    limits = sound_files.Limits(seconds=10, rate=48000, channels=2)
+    start = threading.Barrier(8)
+
+    def convert() -> sound_files.Converted:
+        start.wait(timeout=30)
+        return sound_files.convert(data, tmp_path, limits, stem="same")
+
+    with ThreadPoolExecutor(8) as pool:
+        done = [f.result(timeout=120) for f in [pool.submit(convert) for _ in range(8)]]
+    assert {(c.stem, c.duration_ms) for c in done} == {("same", 3000)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "same.alaw", "same.ulaw", "same.wav16"]
+    assert (tmp_path / "same.ulaw").stat().st_size == 3 * 8000
+    assert (tmp_path / "same.alaw").stat().st_size == 3 * 8000
+    assert soundfile.info(str(tmp_path / "same.wav16")).frames == 3 * 16000
+
+    with pytest.raises(Refused, match="shorter than"):
+        sound_files.convert(tone(440, 0.05, "WAV", rate=8000), tmp_path, limits, stem="same")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "same.alaw", "same.ulaw", "same.wav16"]
+    assert (tmp_path / "same.ulaw").stat().st_size == 3 * 8000

@@ -487,3 +487,59 @@ async def test_a_send_accepted_just_before_its_node_died_is_sent_again(
         proc.stop()
         if killed is not None:
             killed.start()
+
+
+async def test_a_send_recorded_late_after_its_node_died_is_still_sent_again(
+        no_gateway_rows: None, client: Any, auth: dict[str, str], pool: asyncpg.Pool,
+        carrier: Instance, gateway: Instance, gateway2: Instance,
+        settings: SandboxSettings) -> None:
+    """As above, but the send's outcome is recorded late: its finish_send waits
+    on a lock this test holds (its webhook trigger inserts into
+    webhook_deliveries) well past the moment the resend looks, and past the
+    7.5 s it used to retry for. The resend waits for it and still sends again."""
+    await add_nodes(pool, settings, n1=(10, 200.0), n2=(10, 200.0))
+    name = f"late-{time.time_ns()}"
+    proc = start_dispatcher(name)
+    killed: Instance | None = None
+    holder = await pool.acquire()
+    held = holder.transaction()
+    try:
+        await until_in_use(pool, name, {"n1": True, "n2": True})
+        await held.start()
+        await holder.execute("LOCK TABLE webhook_deliveries IN SHARE MODE")
+        [message_id] = await post_sms(client, auth, ["+46700000035"])
+
+        def handed() -> str | None:
+            for line in proc.log().splitlines():
+                if f"sms {message_id} attempt " in line and ": sent (" in line:
+                    return "n1" if "on gateway n1" in line else "n2"
+            return None
+        node = await wait_for(handed, 10, interval=0.01, what="the send handed to a node")
+        killed = {"n1": gateway, "n2": gateway2}[node]
+        killed.kill()
+        await wait_for(lambda: f"gateway {node}: lost" in proc.log(), 10, what="loss seen")
+        await asyncio.sleep(9)  # the outcome held back this long on purpose
+        assert await pool.fetchval(
+            "SELECT count(*) FROM sms_attempts WHERE message_id = $1 AND outcome IS NOT NULL",
+            message_id) == 0
+        await held.commit()
+        other = "n2" if node == "n1" else "n1"
+
+        async def resent() -> Any:
+            return await pool.fetchrow(
+                "SELECT gateway FROM sms_attempts WHERE message_id = $1 AND outcome = 'sent'"
+                " AND gateway = $2", message_id, other)
+        again = await wait_for(resent, 20, what="the send again")
+        assert again["gateway"] == other
+        first = await pool.fetchrow(
+            "SELECT outcome, detail FROM sms_attempts WHERE message_id = $1 ORDER BY id LIMIT 1",
+            message_id)
+        assert first["outcome"] == "unknown", dict(first)
+        assert f"handed to gateway {node} less than" in first["detail"], first["detail"]
+    finally:
+        if holder.is_in_transaction():
+            await held.rollback()
+        await pool.release(holder)
+        proc.stop()
+        if killed is not None:
+            killed.start()

@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from sandbox.carrier_logs import received_sms
+from sandbox.carrier_logs import received_calls, received_sms
 from sandbox.instances import Instance
 from sandbox.settings import SandboxSettings
 from service.store import account_numbers, inbound_messages
@@ -230,6 +230,55 @@ async def test_stop_opts_out_confirms_once_and_start_opts_back_in(
 
 async def _count_inbound(http: httpx.AsyncClient, account: Account, n: int) -> bool:
     return len(await inbound_list(http, account)) >= n
+
+
+async def _escalated(http: httpx.AsyncClient, account: Account,
+                     sms_id: int) -> dict[str, Any] | None:
+    found = await get_sms(http, account, sms_id)
+    return found if found["escalated_to"] else None
+
+
+async def _voice_finished(http: httpx.AsyncClient, account: Account,
+                          voice_id: int) -> dict[str, Any] | None:
+    response = await http.get(f"/messages/voice/{voice_id}", headers=account.auth)
+    found: dict[str, Any] = response.json()
+    return found if found["outcome"] is not None else None
+
+
+async def _answered_after_the_last_send(http: httpx.AsyncClient, pool: asyncpg.Pool,
+                                        carrier: Instance, how: str) -> None:
+    a = await make_account(pool)
+    phone = number()
+    # The second (last) send escalates; the call is due one repeat_interval (20 s)
+    # later: the time to answer the SMS before the call is placed.
+    sms = await post_sms(http, a, phone, repeat=2, repeat_interval=20,
+                         escalate={"after": 2, "text": "Alarm in hall 3."})
+    sent = await wait_for(lambda: _escalated(http, a, sms["id"]), 60, interval=0.2,
+                          what=f"the escalation ({how})")
+    assert sent["status"] == "completed" and sent["sent_count"] == 2, sent
+    queued = (await http.get(f"/messages/voice/{sent['escalated_to']}",
+                             headers=a.auth)).json()
+    assert queued["status"] == "queued", queued
+    if how == "canceled":
+        response = await http.delete(f"/messages/sms/{sms['id']}", headers=a.auth)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "canceled"
+    else:
+        await asyncio.to_thread(phone_sends, phone, a.number,
+                                "On my way" if how == "replied" else "STOP")
+    voice = await wait_for(lambda: _voice_finished(http, a, sent["escalated_to"]), 15,
+                           interval=0.2, what=f"the escalation call ended ({how})")
+    assert voice["status"] == "canceled" and voice["calls_made"] == 0, voice
+    assert voice["cause_text"].startswith("the SMS it escalated was "), voice
+    assert (await get_sms(http, a, sms["id"]))["status"] == how
+    assert [c for c in received_calls(carrier) if c["to"] == phone] == []
+
+
+async def test_a_reply_stop_or_cancel_after_the_last_send_ends_the_escalation_call(
+        http, pool, carrier, dispatcher):
+    # escalate.after == repeat: the SMS is completed when its call is created.
+    await asyncio.gather(*(_answered_after_the_last_send(http, pool, carrier, how)
+                           for how in ("replied", "opted_out", "canceled")))
 
 
 async def test_help_gets_the_help_text(http, pool, carrier, dispatcher):

@@ -185,6 +185,29 @@ async def test_the_same_words_render_once_and_each_language_its_own_way(client, 
     assert not np.allclose(english[:n], swedish[:n])
 
 
+async def test_the_same_new_words_asked_for_at_once_are_all_201_and_rendered_whole(
+        client, auth, pool):
+    words = f"Water leak in room {time.time_ns() % 10**6}. Close the main valve."
+    responses = await asyncio.gather(*(client.post("/messages/voice", headers=auth, json={
+        "from": caller(), "to": phone(), "text": words}) for _ in range(6)))
+    assert [r.status_code for r in responses] == [201] * 6, [r.text for r in responses]
+    ids = [r.json()["id"] for r in responses]
+    for message_id in ids:  # no call needed
+        await client.delete(f"/messages/voice/{message_id}", headers=auth)
+    [stem] = {await stem_of(pool, i) for i in ids}
+    duration_ms = await pool.fetchval(
+        "SELECT duration_ms FROM speech_renders WHERE stem = $1", stem)
+    assert duration_ms > 1000
+    # Whole files: as long as the speech rendered (to a millisecond's rounding).
+    for ext, per_ms, size in (
+            ("ulaw", 8, (SPEECH / f"{stem}.ulaw").stat().st_size),
+            ("alaw", 8, (SPEECH / f"{stem}.alaw").stat().st_size),
+            ("wav16", 16, soundfile.info(str(SPEECH / f"{stem}.wav16")).frames)):
+        assert abs(size - duration_ms * per_ms) <= per_ms, (ext, size, duration_ms)
+    assert [p.name for p in SPEECH.iterdir() if stem in p.name and p.suffix == ".tmp"] == []
+    assert loud_seconds(rendered(stem)) > 1.0
+
+
 async def test_41_acknowledges_the_first_call_and_no_other_call_is_placed(
         client, auth, carrier, gateway, acker, pool):
     me = caller()
@@ -426,5 +449,54 @@ async def test_without_a_speech_engine_text_is_422_and_nothing_is_stored(db, aut
             [error] = response.json()["errors"]
             assert error["field"] == "text" and "not installed" in error["message"]
             assert await pool.fetchval("SELECT count(*) FROM voice_messages") == before
+            # Rendered before the transaction now: the same 422s for an escalation.
+            sms_before = await pool.fetchval("SELECT count(*) FROM sms_messages")
+            for escalate, field in (({"after": 1, "text": "Alarm"}, "escalate.text"),
+                                    ({"after": 1, "file": "x.wav"}, "escalate.language")):
+                response = await c.post("/messages/sms", headers=auth, json={
+                    "from": caller(), "to": phone(), "message": "Alarm", "repeat": 2,
+                    "escalate": escalate})
+                assert response.status_code == 422, response.text
+                [error] = response.json()["errors"]
+                assert error["field"] == field and "not installed" in error["message"], error
+            assert await pool.fetchval("SELECT count(*) FROM sms_messages") == sms_before
     finally:
+        await asyncio.to_thread(proc.stop)
+
+
+async def test_speech_is_rendered_holding_no_database_connection(db, auth, tmp_path):
+    """The engine may take long (up to 120 s): renders in progress must not
+    hold pooled connections. Here a pool of 2 and two renders held back at the
+    engine (a wrapper of espeak-ng that waits for a gate file): the API still
+    answers, and both messages are created once the engine goes on."""
+    gate = tmp_path / "go"
+    engine = tmp_path / "held-espeak-ng"
+    engine.write_text(f"""#!/bin/sh
+case "$*" in *--version*) exec espeak-ng "$@";; esac
+touch "{tmp_path}/started.$$"
+i=0
+while [ ! -e "{gate}" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+exec espeak-ng "$@"
+""")
+    engine.chmod(0o755)
+    port = free_port()
+    proc = await LAUNCH.api("api-held-speech", port, env={
+        "AMIVONO_SPEECH_ENGINE": str(engine), "AMIVONO_DB_POOL_SIZE": "2"})
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth,
+                                     timeout=90) as c:
+            posts = [asyncio.create_task(c.post("/messages/voice", json={
+                "from": caller(), "to": phone(),
+                "text": f"Held words {n}, {time.time_ns()}."})) for n in range(2)]
+            await wait_for(lambda: len(list(tmp_path.glob("started.*"))) >= 2, 30,
+                           what="both renders at the engine")
+            listed = await asyncio.wait_for(c.get("/messages/voice"), 10)
+            assert listed.status_code == 200, listed.text
+            gate.touch()
+            created = [await p for p in posts]
+            assert [r.status_code for r in created] == [201, 201], [r.text for r in created]
+            for r in created:
+                await c.delete(f"/messages/voice/{r.json()['id']}")
+    finally:
+        gate.touch()
         await asyncio.to_thread(proc.stop)

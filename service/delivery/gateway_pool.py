@@ -36,7 +36,7 @@ import asyncpg
 
 from service import metrics
 from service.settings import Settings
-from service.store.database import OUTAGE, OutageLasted, through_outages
+from service.store.database import OUTAGE, until_back
 from service.store.queries import queries
 from service.telephony.ari import AriClient
 
@@ -307,20 +307,45 @@ class GatewayPool:
                  f"{config.sms_per_second:g}" if config.sms_per_second else "dispatcher's")
 
     async def _resend(self, node: Node, attempt_ids: list[int]) -> None:
-        """Send again, through the other nodes, what the lost node may not have sent."""
+        """Send again, through the other nodes, what the lost node may not have
+        sent. A send whose outcome is not recorded yet (its finish_send not
+        committed) is waited for, not skipped: tried again until it is
+        recorded or its lease ends, through database outages as long."""
         await asyncio.sleep(RECORD_GRACE)
         if self._db is None:
             return
+        db = self._db
+        detail = (f"handed to gateway {node.name} less than {HANDOFF_DOUBT:g} s before it"
+                  " was lost: the SMS may not have left it, sent again")
+        deadline = time.monotonic() + self.settings.lease_seconds
+
+        async def bounded(write: Callable[[], Awaitable[Any]]) -> Any:
+            return await asyncio.wait_for(until_back(write, "gateways: resending"),
+                                          max(0.0, deadline - time.monotonic()))
+
+        waiting = attempt_ids
+
+        async def still_open() -> list[int]:
+            rows = await queries.sms_messages.unsettled_open(db, attempt_ids=waiting)
+            return [r["id"] for r in rows]
+
+        async def resend() -> list[Any]:
+            return list(await queries.sms_messages.resend_unsettled(
+                db, attempt_ids=waiting, detail=detail))
+
         try:
-            rows = await through_outages(lambda: queries.sms_messages.resend_unsettled(
-                self._db, attempt_ids=attempt_ids,
-                detail=f"handed to gateway {node.name} less than {HANDOFF_DOUBT:g} s before "
-                       "it was lost: the SMS may not have left it, sent again"),
-                "gateways: resending")
-        except OutageLasted:
-            log.error("gateway %s: could not mark %d sends for resending", node.name,
-                      len(attempt_ids))
-            return
+            while waiting:
+                # Open before the resend: one recorded in between is tried again.
+                open_ids = await bounded(still_open)
+                self._report_resent(node, await bounded(resend))
+                waiting = open_ids
+                if waiting:
+                    await asyncio.sleep(RECORD_GRACE / 4)
+        except TimeoutError:
+            log.error("gateway %s: %d sends still unsettled when their leases ended: their "
+                      "next claim sends them again", node.name, len(waiting))
+
+    def _report_resent(self, node: Node, rows: list[Any]) -> None:
         if rows:
             metrics.GATEWAY_REROUTES.labels(node.name).inc(len(rows))
             log.warning("gateway %s: %d SMS handed to it just before it was lost are "

@@ -4,7 +4,7 @@ A guesser gets `burst` wrong keys at once, then `per_minute`; past that it is
 answered 429 before any database query. Keys this process has seen succeed
 pass a throttled address, so a guesser behind the same NAT as a real client
 does not lock that client out; so do keys active in the database when the
-caller last loaded them (`know_active`, at most every `REFRESH_SECONDS`, so a
+caller last loaded them (`claim_active_load`, `know_active`: at most every `REFRESH_SECONDS`, so a
 key made a moment ago passes too, and a flood of guesses costs one query per
 interval, not one each). Memory is bounded: past `max_addresses` the
 longest-quiet address is forgotten (it has had the longest to refill).
@@ -57,13 +57,19 @@ class AuthThrottle:
         while len(self._buckets) > self.max_addresses:
             self._buckets.popitem(last=False)
 
-    def should_load_active(self, key_hash: bytes | None) -> bool:
-        """Whether to load the active keys before refusing this key."""
-        return key_hash is not None and self.clock() - self._active_at >= REFRESH_SECONDS
+    def claim_active_load(self, key_hash: bytes | None) -> bool:
+        """Whether this caller is to load the active keys before refusing this
+        key. The load is claimed here, before it is awaited, and stays claimed
+        if it fails: throttled requests arriving together, or during a
+        database outage, cost one query per REFRESH_SECONDS, not one each."""
+        now = self.clock()
+        if key_hash is None or now - self._active_at < REFRESH_SECONDS:
+            return False
+        self._active_at = now
+        return True
 
     def know_active(self, key_hashes: frozenset[bytes]) -> None:
         self._active = key_hashes
-        self._active_at = self.clock()
 
     def succeeded(self, key_hash: bytes) -> None:
         self._known[key_hash] = None

@@ -14,6 +14,7 @@ from service.domain.auth_throttle import AuthThrottle
 from service.domain.refusals import FieldError, Reason, Refused
 from service.domain.request_fields import HUGE_INTEGER
 from service.store.api_keys import Account, active_key_hashes, bearer_token, hash_key
+from service.store.database import OUTAGE
 from service.store.rate_limit import admit
 
 MAX_BODY_BYTES = 64 * 1024
@@ -40,9 +41,13 @@ def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         token = bearer_token(authorization)
         key_hash = hash_key(token) if token is not None else None
         wait = throttle.retry_after(address, key_hash)
-        if wait is not None and throttle.should_load_active(key_hash):
-            throttle.know_active(await active_key_hashes(state.pool))
-            wait = throttle.retry_after(address, key_hash)
+        if wait is not None and throttle.claim_active_load(key_hash):
+            try:
+                throttle.know_active(await active_key_hashes(state.pool))
+            except OUTAGE:
+                pass  # still throttled: 429 below; the next load is REFRESH_SECONDS away
+            else:
+                wait = throttle.retry_after(address, key_hash)
         if wait is not None:
             # Answered without a query of its own: a guesser costs almost nothing.
             raise Refused(Reason.RATE_LIMITED,

@@ -29,9 +29,13 @@ def create_handler(kind: MessageKind, resource: str, parse: Parse) -> Handler:
         settings: Settings = state.settings
         body = await read_json(request)
         parsed = parse(body, settings)
+        # Text-to-speech first, holding no connection (it may take long); only
+        # its bookkeeping is in the create transaction. A replayed
+        # Idempotency-Key finds its speech rendered already.
+        rendered = await kind.prepare(parsed, settings)
 
         async def store(conn: asyncpg.Connection) -> tuple[dict[str, Any], str]:
-            out = await kind.create(conn, account.id, parsed, settings)
+            out = await kind.create(conn, account.id, parsed, settings, rendered)
             return out, out["url"]
 
         response = await idempotency.create_once(

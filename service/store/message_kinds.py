@@ -12,12 +12,17 @@ from typing import Any
 import asyncpg
 
 from service.settings import Settings
-from service.store import sms_messages, voice_messages
+from service.store import sms_messages, speech, voice_messages
 from service.store.database import Executor
 from service.store.queries import queries
 
-# Stores a parsed request; returns the message as the API shows it.
-Create = Callable[[asyncpg.Connection, int, Any, Settings], Awaitable[dict[str, Any]]]
+# Renders a parsed request's speech, before any connection is taken: the
+# engine may take long, and a pooled connection must not wait on it.
+Prepare = Callable[[Any, Settings], Awaitable[speech.Rendered]]
+# Stores a parsed request with its speech (from Prepare), in the caller's
+# transaction; returns the message as the API shows it.
+Create = Callable[[asyncpg.Connection, int, Any, Settings, speech.Rendered],
+                  Awaitable[dict[str, Any]]]
 Render = Callable[..., dict[str, Any]]  # (row, settings, attempts=None)
 Cancel = Callable[[Executor, int, int], Awaitable[None]]
 
@@ -28,6 +33,7 @@ class MessageKind:
     path: str       # "/messages/sms"
     table: Any      # the message table's named statements
     attempts: Any   # its attempts table's named statements
+    prepare: Prepare
     create: Create
     render: Render
     cancel: Cancel
@@ -43,8 +49,10 @@ class MessageKind:
 
 
 SMS = MessageKind("sms", sms_messages.PATH, queries.sms_messages, queries.sms_attempts,
-                  sms_messages.create, sms_messages.render, sms_messages.cancel)
+                  sms_messages.prepare, sms_messages.create, sms_messages.render,
+                  sms_messages.cancel)
 VOICE = MessageKind("voice", voice_messages.PATH, queries.voice_messages,
-                    queries.voice_attempts, voice_messages.create, voice_messages.render,
+                    queries.voice_attempts, voice_messages.prepare, voice_messages.create,
+                    voice_messages.render,
                     voice_messages.cancel)
 KINDS = {kind.name: kind for kind in (SMS, VOICE)}

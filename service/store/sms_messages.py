@@ -33,7 +33,7 @@ from service.domain.statuses import (
 from service.domain.timestamps import iso
 from service.domain.tracked_links import link_for, new_token
 from service.settings import Settings
-from service.store import destination_guards, voice_messages
+from service.store import destination_guards, speech, voice_messages
 from service.store.database import Executor
 from service.store.queries import queries
 
@@ -46,6 +46,7 @@ def message_url(settings: Settings, message_id: int) -> str:
 
 async def create(
     conn: Executor, account_id: int, req: SmsRequest, settings: Settings,
+    rendered: speech.Rendered | None = None,
     *, ignore_opt_out: bool = False, any_sender: bool = False,
 ) -> dict[str, Any]:
     """Store the message; return it as the API shows it (no attempts yet).
@@ -56,7 +57,7 @@ async def create(
     token = new_token() if req.tracked else None
     body = f"{req.text} {link_for(settings.link_base_url, token)}" if token else req.text
     measured = sms_text.measure(body)
-    escalate = await _escalation(conn, account_id, req, settings)
+    escalate = await _escalation(conn, account_id, req, settings, rendered or {})
     checks = {"account_id": account_id, "from_number": req.from_number,
               "to_number": req.to_number,
               "any_sender": any_sender or settings.sender_policy == "any"}
@@ -85,17 +86,27 @@ async def create(
     return render(row, settings, [])
 
 
+async def prepare(req: SmsRequest, settings: Settings) -> speech.Rendered:
+    """The escalation's speech, rendered now, before create's transaction (the
+    call is made by the database's trigger, with nothing to render)."""
+    e = req.escalate
+    if e is None:
+        return {}
+    wanted = [] if e.audio.text is None else [("escalate.text", e.language, e.audio.text)]
+    wanted += voice_messages.acknowledgement_speech("escalate.language", e.language, None,
+                                                    False)
+    return await speech.render_all(wanted, settings, voice_messages.refuse_speech(RESOURCE))
+
+
 async def _escalation(conn: Executor, account_id: int, req: SmsRequest,
-                      settings: Settings) -> str | None:
-    """`escalate` as stored: the voice message to create, its speech rendered
-    now (the call is made by the database's trigger, with nothing to render)."""
+                      settings: Settings, rendered: speech.Rendered) -> str | None:
+    """`escalate` as stored: the voice message to create, with its speech."""
     e = req.escalate
     if e is None:
         return None
     speech_stem = None
     if e.audio.text is not None:
-        speech_stem = await voice_messages.speak(conn, RESOURCE, "escalate.text", e.audio.text,
-                                                 e.language, settings)
+        speech_stem = await speech.keep(conn, rendered, e.audio.text, e.language, settings)
     elif e.audio.file_name is not None and await queries.sound_files.get(
             conn, account_id=account_id, name=e.audio.file_name) is None:
         raise validation_failed([FieldError(
@@ -103,7 +114,7 @@ async def _escalation(conn: Executor, account_id: int, req: SmsRequest,
             f"no uploaded file named {e.audio.file_name!r}: PUT /files/{e.audio.file_name}"
             " first")])
     prompt_stem, confirm_stem = await voice_messages.acknowledgement_stems(
-        conn, RESOURCE, "escalate.language", e.language, None, False, settings)
+        conn, rendered, e.language, None, False, settings)
     return json.dumps({
         "after": e.after, "file": e.audio.file_name, "text": e.audio.text,
         "language": e.language, "speech_stem": speech_stem, "prompt_stem": prompt_stem,

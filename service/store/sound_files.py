@@ -115,12 +115,12 @@ class _Outputs:
     """Every playable format, written block by block: one streaming resampler
     per target rate (u-law and A-law share theirs), one writer per format."""
 
-    def __init__(self, folder: Path, stem: str, source_rate: int) -> None:
+    def __init__(self, folder: Path, stem: str, token: str, source_rate: int) -> None:
         self.paths: list[Path] = []
         self.files: list[tuple[int, soundfile.SoundFile]] = []
         self.streams: dict[int, soxr.ResampleStream | None] = {}
         for ext, (target_rate, container, subtype) in FORMATS.items():
-            path = folder / f".{stem}.{ext}.tmp"
+            path = folder / f".{stem}.{token}.{ext}.tmp"
             self.paths.append(path)
             self.files.append((target_rate, soundfile.SoundFile(
                 path, "w", samplerate=target_rate, channels=1, format=container,
@@ -148,9 +148,13 @@ class _Outputs:
 def convert(data: bytes, folder: Path, limits: Limits, stem: str | None = None) -> Converted:
     """Decode `data` in blocks and write every playable format into `folder` (as
     `stem`, by default a new one): the header is checked first, the frames are
-    counted as they come."""
+    counted as they come. Temporary files are this call's own: a conversion to
+    the same stem at the same time (two renders of the same speech) neither
+    takes nor deletes them, and on failure only this call's files go."""
     _check_wav_complete(data)
+    new_stem = stem is None
     stem = stem or uuid.uuid4().hex
+    token = uuid.uuid4().hex
     folder.mkdir(parents=True, exist_ok=True)
     outputs: _Outputs | None = None
     try:
@@ -158,7 +162,7 @@ def convert(data: bytes, folder: Path, limits: Limits, stem: str | None = None) 
             fmt, rate = source.format, source.samplerate
             check_header(source.channels, rate, source.frames, limits)
             max_frames = int(limits.seconds * rate)
-            outputs = _Outputs(folder, stem, rate)
+            outputs = _Outputs(folder, stem, token, rate)
             frames = 0
             try:
                 # A plain read loop: it ends at the first empty read. libsndfile
@@ -186,9 +190,10 @@ def convert(data: bytes, folder: Path, limits: Limits, stem: str | None = None) 
     except BaseException:
         if outputs is not None:
             outputs.close()
-        for path in folder.glob(f".{stem}.*.tmp"):  # also those of a half-made _Outputs
+        for path in folder.glob(f".{stem}.{token}.*.tmp"):  # also a half-made _Outputs's
             path.unlink(missing_ok=True)
-        remove(folder, stem)
+        if new_stem:  # a stem given may be published by another conversion: not ours
+            remove(folder, stem)
         raise
     return Converted(stem, round(frames * 1000 / rate), fmt, rate, list(FORMATS))
 

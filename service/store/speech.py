@@ -2,7 +2,8 @@
 converted to (service/store/sound_files.py), and cached.
 
 The engine is espeak-ng (a Debian package; scripts/setup.sh installs it). A
-text is rendered when the message is created, never at call time, into
+text is rendered when the message is created (before its transaction: no
+pooled connection waits on the engine), never at call time, into
 <sounds_dir>/speech/<stem>.{ulaw,alaw,wav16}, where the stem is a hash of
 (engine version, language, text): the same words are rendered once however
 many messages speak them, and a new engine version renders them anew.
@@ -16,6 +17,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,15 +74,22 @@ def seconds(settings: Settings, stem: str) -> float:
     return size / ULAW_BYTES_PER_SECOND
 
 
-def render(text: str, language: str, settings: Settings) -> Speech:
-    """The speech of `text`, rendered now or found rendered before."""
+def _version(settings: Settings) -> str:
     engine = settings.speech_engine
     version = engine_version(engine)
     if version is None:
         raise SpeechUnavailable(
             f"text-to-speech is not available on this server ({engine!r} is not installed):"
             " send an uploaded file instead")
-    stem = stem_for(version, language, text)
+    return version
+
+
+def render(text: str, language: str, settings: Settings) -> Speech:
+    """The speech of `text`, rendered now or found rendered before. Two renders
+    of the same words (two processes) each write their own temporary files and
+    publish them whole with os.replace: the same sound, harmless to repeat."""
+    engine = settings.speech_engine
+    stem = stem_for(_version(settings), language, text)
     target = folder(settings)
     done = [target / f"{stem}.{ext}" for ext in sound_files.FORMATS]
     if all(p.exists() for p in done):
@@ -100,11 +109,53 @@ def render(text: str, language: str, settings: Settings) -> Speech:
     return Speech(stem, converted.duration_ms)
 
 
-async def render_and_keep(conn: Executor, text: str, language: str,
-                          settings: Settings) -> Speech:
-    """Render (off the event loop) and record it, so messages can refer to it."""
-    speech = await asyncio.to_thread(render, text, language, settings)
+# Renders in progress in this process, by stem, with how many wait on each:
+# the same words asked for at once are rendered once, the others wait for it.
+_rendering: dict[str, tuple[asyncio.Lock, int]] = {}
+
+
+async def render_once(text: str, language: str, settings: Settings) -> Speech:
+    """render, off the event loop and once per stem at a time in this process."""
+    version = await asyncio.to_thread(_version, settings)
+    stem = stem_for(version, language, text)
+    lock, users = _rendering.get(stem, (asyncio.Lock(), 0))
+    _rendering[stem] = (lock, users + 1)
+    try:
+        async with lock:
+            return await asyncio.to_thread(render, text, language, settings)
+    finally:
+        lock, users = _rendering[stem]
+        if users == 1:
+            del _rendering[stem]
+        else:
+            _rendering[stem] = (lock, users - 1)
+
+
+# Speech rendered for one request before its transaction, by (language, text).
+Rendered = dict[tuple[str, str], Speech]
+
+
+async def render_all(wanted: list[tuple[str, str, str]], settings: Settings,
+                     refuse: Callable[[str, str], Exception]) -> Rendered:
+    """Render each (field, language, text) before any database connection is
+    taken (espeak may take long); a failure is `refuse(field, message)`."""
+    out: Rendered = {}
+    for field, language, text in wanted:
+        if (language, text) not in out:
+            try:
+                out[language, text] = await render_once(text, language, settings)
+            except SpeechUnavailable as exc:
+                raise refuse(field, str(exc)) from None
+    return out
+
+
+async def keep(conn: Executor, rendered: Rendered, text: str, language: str,
+               settings: Settings) -> str:
+    """Record speech rendered before the transaction, so messages can refer to it."""
+    speech = rendered.get((language, text))
+    if speech is None:
+        raise RuntimeError(f"speech in {language!r} not rendered before the transaction")
     await queries.speech_renders.keep(
         conn, stem=speech.stem, language=language, engine=settings.speech_engine,
         duration_ms=speech.duration_ms)
-    return speech
+    return speech.stem

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -37,43 +38,66 @@ def message_url(settings: Settings, message_id: int) -> str:
     return settings.public_url(f"{PATH}/{message_id}")
 
 
-async def speak(conn: Executor, resource: str, field: str, text: str,
-                language: str, settings: Settings) -> str:
-    """The stem of `text` spoken in `language`, rendered now (at create time,
-    never at call time); a missing engine is the request's fault to fix: 422."""
-    try:
-        return (await speech.render_and_keep(conn, text, language, settings)).stem
-    except speech.SpeechUnavailable as exc:
-        raise validation_failed([FieldError(resource, field, FieldCode.INVALID,
-                                            str(exc))]) from None
+def refuse_speech(resource: str) -> Callable[[str, str], Exception]:
+    """A missing or failing engine is the request's fault to fix: 422."""
+    def refuse(field: str, message: str) -> Exception:
+        return validation_failed([FieldError(resource, field, FieldCode.INVALID, message)])
+    return refuse
 
 
-async def acknowledgement_stems(conn: Executor, resource: str, field: str,
-                                language: str, prompt_text: str | None, prompt_is_file: bool,
+def acknowledgement_speech(field: str, language: str, prompt_text: str | None,
+                           prompt_is_file: bool) -> list[tuple[str, str, str]]:
+    """(field, language, text) of the spoken prompt (none when it is an uploaded
+    file) and of the confirmation."""
+    words = LANGUAGES[language]
+    prompt = [] if prompt_is_file else [(field, language, prompt_text or words.prompt)]
+    return [*prompt, (field, language, words.confirmation)]
+
+
+def speech_wanted(req: VoiceRequest) -> list[tuple[str, str, str]]:
+    wanted = [] if req.text is None else [("text", req.language, req.text)]
+    if req.acknowledge:
+        wanted += acknowledgement_speech(
+            "acknowledge_prompt", req.language, req.prompt.text if req.prompt else None,
+            req.prompt is not None and req.prompt.file_name is not None)
+    return wanted
+
+
+async def prepare(req: VoiceRequest, settings: Settings) -> speech.Rendered:
+    """The request's speech, rendered at create time (never at call time) and
+    before create's transaction."""
+    return await speech.render_all(speech_wanted(req), settings, refuse_speech(RESOURCE))
+
+
+async def acknowledgement_stems(conn: Executor, rendered: speech.Rendered, language: str,
+                                prompt_text: str | None, prompt_is_file: bool,
                                 settings: Settings) -> tuple[str | None, str]:
-    """The spoken prompt (None when it is an uploaded file) and confirmation."""
+    """The spoken prompt's stem (None when it is an uploaded file) and the
+    confirmation's, as rendered by `prepare`."""
     words = LANGUAGES[language]
     prompt = None
     if not prompt_is_file:
-        prompt = await speak(conn, resource, field, prompt_text or words.prompt, language,
-                             settings)
-    return prompt, await speak(conn, resource, field, words.confirmation, language, settings)
+        prompt = await speech.keep(conn, rendered, prompt_text or words.prompt, language,
+                                   settings)
+    return prompt, await speech.keep(conn, rendered, words.confirmation, language, settings)
 
 
 async def create(conn: asyncpg.Connection, account_id: int, req: VoiceRequest,
-                 settings: Settings) -> dict[str, Any]:
+                 settings: Settings, rendered: speech.Rendered | None = None,
+                 ) -> dict[str, Any]:
     """Store the message; return it as the API shows it (no attempts yet).
-    Refused when the account has no file of that name."""
+    Refused when the account has no file of that name. `rendered` is
+    `prepare(req)`, done before the transaction."""
     await destination_guards.check(conn, account_id, req.to_number, settings, RESOURCE)
+    rendered = rendered or {}
     speech_stem = prompt_stem = confirm_stem = None
     if req.text is not None:
-        speech_stem = await speak(conn, RESOURCE, "text", req.text, req.language, settings)
+        speech_stem = await speech.keep(conn, rendered, req.text, req.language, settings)
     prompt_file = req.prompt.file_name if req.prompt else None
     prompt_text = req.prompt.text if req.prompt else None
     if req.acknowledge:
         prompt_stem, confirm_stem = await acknowledgement_stems(
-            conn, RESOURCE, "acknowledge_prompt", req.language, prompt_text,
-            prompt_file is not None, settings)
+            conn, rendered, req.language, prompt_text, prompt_file is not None, settings)
     checks = {"account_id": account_id, "from_number": req.from_number,
               "any_sender": settings.sender_policy == "any"}
     row = await queries.voice_messages.create(

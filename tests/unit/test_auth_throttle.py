@@ -63,12 +63,30 @@ def test_active_keys_pass_and_are_loaded_at_most_every_five_seconds() -> None:
     throttle = AuthThrottle(burst=1, per_minute=1, clock=clock)
     throttle.failed("10.0.0.1")
     assert throttle.retry_after("10.0.0.1", b"new") == 60
-    assert throttle.should_load_active(b"new")
-    assert not throttle.should_load_active(None)  # no key: nothing to look up
+    assert not throttle.claim_active_load(None)  # no key: nothing to look up
+    assert throttle.claim_active_load(b"new")
     throttle.know_active(frozenset({b"new"}))
     assert throttle.retry_after("10.0.0.1", b"new") is None
     assert throttle.retry_after("10.0.0.1", b"guess") == 60
     clock.now += 4.9
-    assert not throttle.should_load_active(b"guess")
+    assert not throttle.claim_active_load(b"guess")
     clock.now += 0.1
-    assert throttle.should_load_active(b"guess")
+    assert throttle.claim_active_load(b"guess")
+
+
+def test_one_load_per_interval_even_while_it_is_awaited_or_after_it_failed() -> None:
+    clock = Clock()
+    throttle = AuthThrottle(burst=1, per_minute=1, clock=clock)
+    throttle.failed("10.0.0.1")
+    # Many throttled requests at once: the first claims the load, the others
+    # (arriving while it is awaited, know_active not yet called) do not.
+    assert throttle.claim_active_load(b"guess1")
+    assert [throttle.claim_active_load(b"guess%d" % n) for n in range(2, 50)] == [False] * 48
+    # That load failed (the database is away): know_active is never called, and
+    # the guesses that follow are refused without a query until the interval ends.
+    clock.now += 4.9
+    assert not throttle.claim_active_load(b"guess")
+    assert throttle.retry_after("10.0.0.1", b"guess") is not None
+    clock.now += 0.1
+    assert throttle.claim_active_load(b"guess")
+    assert not throttle.claim_active_load(b"guess")

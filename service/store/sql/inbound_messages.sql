@@ -16,21 +16,30 @@ RETURNING *;
 -- stop_on_reply). A send in flight finishes; its lease keeps due_at.
 -- `due_at IS NOT NULL` holds for every message with sends to come (even in
 -- flight: the lease's end); it lets sms_messages_pending_to serve this.
-UPDATE sms_messages
+-- An SMS sent for the last time whose escalation call is not finished is
+-- matched too: the reply ends that call (sms_messages_end_escalation).
+UPDATE sms_messages m
 SET replied_at = now(), reply_id = :inbound_id, updated_at = now(),
     due_at = CASE WHEN lease_attempt_id IS NULL THEN NULL ELSE due_at END
 WHERE account_id = :account_id AND from_number = :number AND to_number = :phone
-  AND due_at IS NOT NULL
-  AND stop_on_reply AND NOT halted AND sent_count < repeat_total
+  AND stop_on_reply AND NOT halted
+  AND ((due_at IS NOT NULL AND sent_count < repeat_total)
+       OR (escalated_to IS NOT NULL AND EXISTS (
+               SELECT 1 FROM voice_messages v
+               WHERE v.id = m.escalated_to AND v.finished_at IS NULL)))
 RETURNING id;
 
 -- name: stop_opted_out
--- STOP from :phone ends every send still to come to it from the account.
-UPDATE sms_messages
+-- STOP from :phone ends every send still to come to it from the account, and
+-- every escalation call of its SMS not finished yet (sms_messages_end_escalation).
+UPDATE sms_messages m
 SET opted_out_at = now(), updated_at = now(),
     due_at = CASE WHEN lease_attempt_id IS NULL THEN NULL ELSE due_at END
-WHERE account_id = :account_id AND to_number = :phone AND due_at IS NOT NULL
-  AND NOT halted AND sent_count < repeat_total
+WHERE account_id = :account_id AND to_number = :phone AND NOT halted
+  AND ((due_at IS NOT NULL AND sent_count < repeat_total)
+       OR (escalated_to IS NOT NULL AND EXISTS (
+               SELECT 1 FROM voice_messages v
+               WHERE v.id = m.escalated_to AND v.finished_at IS NULL)))
 RETURNING id;
 
 -- name: set_affected!

@@ -35,11 +35,16 @@ LIMIT :limit;
 -- name: cancel^
 -- Cancels the sends still to come. A send in flight finishes; its lease keeps
 -- due_at so a dead dispatcher's attempt is still closed by the next claim.
-UPDATE sms_messages
+-- An SMS sent for the last time can still be canceled while its escalation
+-- call is not finished: that cancels the call (sms_messages_end_escalation).
+UPDATE sms_messages m
 SET canceled_at = now(), updated_at = now(),
     due_at = CASE WHEN lease_attempt_id IS NULL THEN NULL ELSE due_at END
-WHERE id = :id AND account_id = :account_id
-  AND NOT halted AND sent_count < repeat_total
+WHERE id = :id AND account_id = :account_id AND NOT halted
+  AND (sent_count < repeat_total
+       OR (escalated_to IS NOT NULL AND EXISTS (
+               SELECT 1 FROM voice_messages v
+               WHERE v.id = m.escalated_to AND v.finished_at IS NULL)))
 RETURNING id;
 
 -- name: record_click^
@@ -219,6 +224,13 @@ UPDATE sms_messages m SET due_at = now()
 FROM sms_attempts a
 WHERE a.id = m.lease_attempt_id AND a.finished_at IS NULL AND a.dispatcher = :dispatcher
   AND m.due_at > now();
+
+-- name: unsettled_open
+-- Of :attempt_ids, those whose send's outcome is not recorded yet while their
+-- lease runs (past it, the next claim closes them `unknown` and sends again).
+SELECT a.id
+FROM sms_attempts a JOIN sms_messages m ON m.lease_attempt_id = a.id
+WHERE a.id = ANY(:attempt_ids) AND a.finished_at IS NULL AND m.due_at > now();
 
 -- name: resend_unsettled
 -- Sends handed to a gateway node (Asterisk answered 202) a moment before
