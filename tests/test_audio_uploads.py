@@ -195,3 +195,26 @@ def test_conversions_to_the_same_stem_at_once_all_succeed_and_a_failed_one_remov
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "same.alaw", "same.ulaw", "same.wav16"]
     assert (tmp_path / "same.ulaw").stat().st_size == 3 * 8000
+
+
+async def test_a_file_error_in_a_request_is_a_500_not_a_database_outage(client, auth, pool):
+    """An OSError about a file (here: the account's sound folder is a file)
+    is a server fault, not "the database is away, retry later": no 503."""
+    from .conftest import TEST_ENV
+
+    account = await pool.fetchval(
+        "SELECT account_id FROM api_keys WHERE key_hash = sha256($1::bytea)",
+        auth["Authorization"].removeprefix("Bearer ").encode())
+    folder = Path(TEST_ENV["AMIVONO_SOUNDS_DIR"]) / str(account)
+    aside = folder.with_name(f"{account}.aside")
+    if folder.exists():  # an earlier run's account of the same id
+        folder.rename(aside)
+    folder.write_bytes(b"not a folder")
+    try:
+        r = await client.put("/files/x.wav", content=tone(440, 0.5), headers=auth)
+    finally:
+        folder.unlink()
+        if aside.exists():
+            aside.rename(folder)
+    assert r.status_code == 500, (r.status_code, r.text)
+    assert "database" not in r.text.lower()

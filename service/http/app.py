@@ -170,7 +170,7 @@ class SecurityHeaders:
 def database_unavailable(exc: BaseException) -> bool:
     """Whether `exc` (or every part of an exception group) says the database
     cannot be reached now."""
-    if isinstance(exc, database.UNAVAILABLE):
+    if database.unreachable(exc):
         return True
     if isinstance(exc, BaseExceptionGroup):
         return all(database_unavailable(e) for e in exc.exceptions)

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
 from service.domain.refusals import Reason, Refused
+from service.store import database
 
 # The one mapping from a refusal's reason to its HTTP status.
 STATUS: dict[Reason, int] = {
@@ -44,6 +45,8 @@ async def handle_unavailable(request: Request, exc: Exception) -> Response:
     """The database is away (restarting, unreachable): a clean 503 the client
     may retry, not a 500 with a traceback; the outage is logged once
     (app.state.outage, an OutageLog), not once per request."""
+    if not database.unreachable(exc):
+        raise exc  # a file's OSError: a 500, not "retry later"
     outage = getattr(request.app.state, "outage", None)
     if outage is not None:
         outage.failed(exc)

@@ -126,6 +126,19 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError, asyncpg.InterfaceError, asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
     asyncpg.exceptions.OperatorInterventionError, asyncpg.TooManyConnectionsError)
+# OSErrors about files, not sockets: a bug or a full disk, never the database
+# being away (they must not become a 503 the client would retry forever).
+NOT_UNREACHABLE: tuple[type[BaseException], ...] = (
+    FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+    NotADirectoryError)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached now (UNAVAILABLE,
+    but not a file's OSError)."""
+    return isinstance(exc, UNAVAILABLE) and not isinstance(exc, NOT_UNREACHABLE)
+
+
 # Arbitrary constant shared by every Amivono process: "amivono" in ASCII.
 MIGRATION_LOCK = 0x616D69766F6E6F
 
