@@ -13,6 +13,7 @@ changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import logging
@@ -187,14 +188,11 @@ class InboundSms:
             except BatchRefused as exc:
                 log.warning("recording %d delivery reports together failed (%s): one by one",
                             len(reports), exc)
-        results: list[Any] = []
-        for receipt, body in reports:
-            try:
-                results.append(await self._write(functools.partial(
-                    inbound_messages.record_report, self.pool, receipt, body, self.settings)))
-            except Exception as exc:  # noqa: BLE001 (this report's own failure)
-                results.append(exc)
-        return results
+        # Each on its own, as if never batched.
+        return list(await asyncio.gather(*(
+            self._write(functools.partial(inbound_messages.record_report, self.pool, receipt,
+                                          body, self.settings))
+            for receipt, body in reports), return_exceptions=True))
 
     def _console(self, variable: str, line: str) -> None:
         # One readable line on the gateway console, as for outbound sends.

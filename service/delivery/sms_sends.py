@@ -5,6 +5,7 @@ sql/sms_messages.sql)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -99,12 +100,10 @@ class SmsWorker(QueueWorker):
             except BatchRefused as exc:
                 log.warning("sms: recording %d outcomes together failed (%s): one by one",
                             len(outcomes), exc)
-        results: list[None | BaseException] = []
-        for attempt_id, outcome, detail, gateway in outcomes:
-            try:
-                await self.record(sms_messages.finish_send, attempt_id=attempt_id,
-                                  outcome=outcome, detail=detail, gateway=gateway, **rules)
-                results.append(None)
-            except Exception as exc:  # noqa: BLE001 (this send's own failure, for its job)
-                results.append(exc)
-        return results
+        # Each on its own, as if never batched: one that cannot be written
+        # holds only itself (until_back retries it, as it always did).
+        results = await asyncio.gather(*(
+            self.record(sms_messages.finish_send, attempt_id=attempt_id, outcome=outcome,
+                        detail=detail, gateway=gateway, **rules)
+            for attempt_id, outcome, detail, gateway in outcomes), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
