@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import http.server
 import json
 import signal
@@ -338,12 +339,13 @@ async def _relay(count: int, first_id: int) -> tuple[float, float]:
     from service.settings import Settings
 
     s = Settings.from_env()
-    auth = aiohttp.BasicAuth(s.ari_user, s.ari_password)
+    token = base64.b64encode(f"{s.ari_user}:{s.ari_password}".encode()).decode()
     url = f"{s.ari_url}/endpoints/sendMessage"
     to = f"pjsip:{s.trunk_endpoint}/sip:{SPEC_TO}@{s.trunk_host}:{s.trunk_port}"
     todo = iter(range(count))
     async with aiohttp.ClientSession(
-            auth=auth, connector=aiohttp.TCPConnector(limit=RELAY_CONCURRENCY)) as session:
+            headers={"Authorization": f"Basic {token}"},
+            connector=aiohttp.TCPConnector(limit=RELAY_CONCURRENCY)) as session:
         async def worker() -> None:
             for i in todo:
                 params = {"to": to, "from": f"sip:{SPEC_FROM}@{s.trunk_host}",
