@@ -1,4 +1,4 @@
-"""Writes the dispatcher makes together (service/delivery/write_batches.py)
+"""Writes the dispatcher makes together (service/store/write_batches.py)
 with the real database and Asterisk: outcomes recorded in one statement
 follow the rules of one recorded alone, a batch PostgreSQL refuses is
 written one by one, delivery reports share a commit and stay exact, and
@@ -163,3 +163,23 @@ async def test_console_lines_share_ari_requests_under_load(settings, gateway):
     finally:
         await asyncio.sleep(0)
         await ari.close()
+
+
+async def test_requests_counted_together_each_get_their_own_count(client, pool, new_key):
+    """Many requests of one key at once: the API counts those that come
+    while a count is in flight in one update, and each still sees its own
+    place in the window; with a limit of 25, exactly 25 of 40 pass."""
+    key = await new_key()
+    account = ("(SELECT account_id FROM api_keys WHERE key_hash = sha256($1::bytea))")
+    await pool.execute(f"UPDATE accounts SET rate_limit_per_hour = 25 WHERE id = {account}",
+                       key.encode())
+    auth = {"Authorization": f"Bearer {key}"}
+    responses = await asyncio.gather(*(client.get("/messages/sms", headers=auth)
+                                       for _ in range(40)))
+    used = sorted(int(r.headers["x-ratelimit-used"]) for r in responses)
+    assert used == list(range(1, 41))  # none counted twice, none lost
+    assert sorted(r.status_code for r in responses) == [200] * 25 + [429] * 15
+    assert all((r.status_code == 200) == (int(r.headers["x-ratelimit-used"]) <= 25)
+               for r in responses)
+    assert await pool.fetchval(f"SELECT used FROM rate_limit_windows WHERE account_id = "
+                               f"{account}", key.encode()) == 40

@@ -25,13 +25,13 @@ from typing import Any
 
 from service import metrics
 from service.delivery.gateway_pool import GatewayPool
-from service.delivery.write_batches import WriteBatch
 from service.domain.delivery_receipts import NotAReceipt, Receipt, parse_receipt
 from service.domain.phone_numbers import InvalidNumber, parse_e164
 from service.settings import Settings
 from service.store import inbound_messages
 from service.store.database import BatchRefused, through_outages
 from service.store.queries import queries
+from service.store.write_batches import WriteBatch
 from service.telephony.ari import AriClient, AriError
 
 log = logging.getLogger(__name__)

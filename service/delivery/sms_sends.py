@@ -13,10 +13,10 @@ import time
 from service import metrics
 from service.delivery.queue_worker import Job, QueueWorker, WorkerContext
 from service.delivery.sms_transports import OutgoingSms, SendResult, SmsTransport
-from service.delivery.write_batches import WriteBatch
 from service.store import sms_messages
 from service.store.database import BatchRefused
 from service.store.queries import queries
+from service.store.write_batches import WriteBatch
 
 log = logging.getLogger(__name__)
 

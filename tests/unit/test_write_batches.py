@@ -1,4 +1,4 @@
-"""WriteBatch (service/delivery/write_batches.py): what comes while a write
+"""WriteBatch (service/store/write_batches.py): what comes while a write
 is in flight goes in the next write, and each caller gets its own result."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from service.delivery.write_batches import WriteBatch
+from service.store.write_batches import WriteBatch
 
 
 class Recorder:

@@ -30,11 +30,15 @@ class WriteBatch(Generic[T, R]):
         self._limit = limit
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.writes = 0  # how many writes were made (for tests and metrics)
 
     async def add(self, item: T) -> R:
         """Write `item` with whatever else is waiting; its own result once committed."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests): the old one's work is gone
+            self._loop, self._task, self._pending = loop, None, []
+        future: asyncio.Future[R] = loop.create_future()
         self._pending.append((item, future))
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
