@@ -48,6 +48,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from cpu import CpuMeter, postgres_pid, tree_cpu_seconds
 from debian import ensure_debian_packages
@@ -474,8 +475,48 @@ def cpu_ms_per_sms(ph: Phase, parts: tuple[str, ...] = ("API", "dispatcher", "Po
             + ")")
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process (not its children), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def rss_over_load(key: str, seconds: float, rate: float, api_pid: int,
+                  env: dict[str, str]) -> list[tuple[str, str]]:
+    """RSS of the API and of a dispatcher under `rate` SMS/s for `seconds`:
+    sampled every second; growth from the sample at 5 s to the last."""
+    d = start_dispatcher("bench-rss", **env)
+    samples: dict[str, list[float]] = {"API": [], "dispatcher": []}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(1.0):
+            samples["API"].append(rss_mb(api_pid))
+            samples["dispatcher"].append(rss_mb(d.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        amivono_phase("rss", key, int(seconds * rate), rate, carrier_count(),
+                      {"API": api_pid, "dispatcher": d.pid})
+    finally:
+        done.set()
+        sampler.join()
+        d.stop()
+    rows = []
+    for name, values in samples.items():
+        if len(values) > 6:
+            start, end = values[4], values[-1]
+            growth = 100 * (end / start - 1)
+            rows.append((f"  RSS of the {name}", f"{start:.1f} MB at 5 s -> {end:.1f} MB at "
+                         f"{len(values)} s (max {max(values):.1f}): {growth:+.1f}%"))
+    return rows
+
+
 def relay_side_by_side(burst: int, sms_per_second: str, concurrency: str,
-                       profile: bool) -> None:
+                       profile: bool, rss_seconds: float) -> None:
     """Amivono with the pace lifted against the raw relay, in one run."""
     env = {"AMIVONO_SMS_PER_SECOND": sms_per_second, "AMIVONO_SMS_CONCURRENCY": concurrency}
     with cleanup_on_exit() as stack:
@@ -496,6 +537,12 @@ def relay_side_by_side(burst: int, sms_per_second: str, concurrency: str,
         drain1 = drain_phase("drain-1", key, burst, 1, dict(base_pids), env)
         drain2 = drain_phase("drain-2", key, burst, 2, dict(base_pids), env)
         relay2 = relay_phase("relay-again", burst, base_pids)
+        rss_rows: list[tuple[str, str]] = []
+        if rss_seconds:
+            say(f"RSS of the API and a dispatcher over {rss_seconds:g} s at 200 SMS/s")
+            rss_rows = [(f"memory over {rss_seconds:g} s at 200 SMS/s (paced, API + 1 "
+                         "dispatcher)", "")] + rss_over_load(key, rss_seconds, 200.0, api.pid,
+                                                               env)
         profile_lines: list[str] = []
         if profile:
             out = str(WORK_DIR / "profile-dispatcher.txt")
@@ -522,6 +569,7 @@ def relay_side_by_side(burst: int, sms_per_second: str, concurrency: str,
         ("RATIO end to end / raw relay, 2 dispatchers", ratio(e2e2.sustained, relay)),
         ("RATIO queue drain / raw relay, 1 dispatcher", ratio(drain1.sustained, relay)),
         ("RATIO queue drain / raw relay, 2 dispatchers", ratio(drain2.sustained, relay)),
+        *rss_rows,
     ]
     notes = ["delivered/s: first to last arrival in the carrier's log (its ms times)",
              "end to end: posted to the API while the dispatchers send; queue drain: all "
@@ -552,6 +600,9 @@ def main() -> None:
                          "else)")
     ap.add_argument("--profile", action="store_true",
                     help="with --relay: also py-spy one dispatcher draining the queue")
+    ap.add_argument("--rss-seconds", type=float, default=0.0,
+                    help="with --relay: also the API's and a dispatcher's RSS over this many "
+                         "seconds at 200 SMS/s (e.g. 60)")
     ap.add_argument("--sms-per-second", default="20000",
                     help="with --relay: AMIVONO_SMS_PER_SECOND (default 20000)")
     ap.add_argument("--sms-concurrency", default="32",
@@ -564,7 +615,7 @@ def main() -> None:
     paced_count = int(args.paced_rate * args.paced_seconds)
     if args.relay:
         relay_side_by_side(args.burst, args.sms_per_second, args.sms_concurrency,
-                           args.profile)
+                           args.profile, args.rss_seconds)
         return
     if args.gateways == 2:
         if not 1 <= args.node_sms_per_second <= 5000:
