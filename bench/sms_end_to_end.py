@@ -510,8 +510,11 @@ def rss_over_load(key: str, seconds: float, rate: float, api_pid: int,
         if len(values) > 6:
             start, end = values[4], values[-1]
             growth = 100 * (end / start - 1)
+            marks = [t for t in (5, 15, 30, 60, 120, 240, 480) if t < len(values)]
+            path = ", ".join(f"{values[t - 1]:.1f} at {t} s" for t in marks)
             rows.append((f"  RSS of the {name}", f"{start:.1f} MB at 5 s -> {end:.1f} MB at "
-                         f"{len(values)} s (max {max(values):.1f}): {growth:+.1f}%"))
+                         f"{len(values)} s (max {max(values):.1f}): {growth:+.1f}% "
+                         f"({path})"))
     return rows
 
 
