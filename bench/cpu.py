@@ -72,6 +72,7 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         """Cores used on average: per tree, and 'machine' for all of it."""
         elapsed = time.monotonic() - self.start
+        self.elapsed = elapsed  # the span, to turn cores back into CPU seconds
         out = {k: (tree_cpu_seconds(p) - self.before[k]) / elapsed for k, p in self.pids.items()}
         out["machine"] = _cores(self.machine_before, machine_cpu())
         return out

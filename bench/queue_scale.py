@@ -59,7 +59,7 @@ def set_history(count: int) -> None:
     """sms_attempts with exactly `count` finished attempts (of the future sends):
     each measurement starts from the same history. TRUNCATE, since the table's
     trigger refuses deletes (this is the bench's own database)."""
-    psql("TRUNCATE sms_attempts;", DSN)
+    psql("TRUNCATE sms_attempts, sms_delivery_reports;", DSN)
     if count:
         say(f"inserting {count:,} finished attempts")
         psql(f"""

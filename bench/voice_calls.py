@@ -130,7 +130,7 @@ def calls_ended(numbers: list[str]) -> int:
     log = carrier_dir() / "spool" / "calls.log"
     wanted = set(numbers)
     return sum(1 for line in log.read_text().splitlines()
-               if len(parts := line.split("|")) == 7 and parts[2] in wanted)
+               if len(parts := line.split("|")) >= 7 and parts[2] in wanted)
 
 
 def summarise(name: str, numbers: list[str], started: dict[str, float], first_start: float,

@@ -13,7 +13,9 @@ changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import logging
 import os
 import re
@@ -23,12 +25,13 @@ from typing import Any
 
 from service import metrics
 from service.delivery.gateway_pool import GatewayPool
-from service.domain.delivery_receipts import NotAReceipt, parse_receipt
+from service.domain.delivery_receipts import NotAReceipt, Receipt, parse_receipt
 from service.domain.phone_numbers import InvalidNumber, parse_e164
 from service.settings import Settings
 from service.store import inbound_messages
-from service.store.database import through_outages
+from service.store.database import BatchRefused, through_outages
 from service.store.queries import queries
+from service.store.write_batches import WriteBatch
 from service.telephony.ari import AriClient, AriError
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,9 @@ class InboundSms:
         self.pool = pool
         self.gateways = gateways  # every node's trunk delivers; console lines go to one
         self.wake_sms = wake_sms  # an answer (STOP confirmation, HELP) is due now
+        # Reports that come while the previous ones are being written are
+        # written together, in one transaction (write_batches.py).
+        self.reports: WriteBatch[tuple[Receipt, str], Any] = WriteBatch(self._write_reports)
 
     async def subscribe(self, ari: AriClient, trunk: str) -> None:
         """After every ARI (re)connection to a node: hear what its trunk delivers."""
@@ -142,7 +148,7 @@ class InboundSms:
                 line += f"; answered with message {stored.answer_id}"
                 self.wake_sms()
         log.info(line, extra={"inbound_id": stored.id, "kind": "inbound"})
-        await self._console("AMIVONO_INBOUND", line)
+        self._console("AMIVONO_INBOUND", line)
 
     async def _report(self, body: str, sip_key: str) -> None:
         try:
@@ -151,8 +157,7 @@ class InboundSms:
             metrics.REPORTS.labels("malformed").inc()
             log.warning("delivery report dropped: %s (%s)", exc, sip_key)
             return
-        row = await self._write(lambda: inbound_messages.record_report(
-            self.pool, receipt, body, self.settings))
+        row = await self.reports.add((receipt, body))
         if row is None:
             metrics.REPORTS.labels("duplicate or unmatched").inc()
             log.info("delivery report for attempt %s: duplicate or no such attempt",
@@ -166,7 +171,7 @@ class InboundSms:
                               "kind": "sms"})
         if not receipt.delivered:
             self.wake_sms()  # the retry may be due
-        await self._console("AMIVONO_REPORT", line)
+        self._console("AMIVONO_REPORT", line)
 
     async def _write(self, write: Callable[[], Any]) -> Any:
         """Through short database outages (the carrier was already answered);
@@ -174,12 +179,23 @@ class InboundSms:
         return await through_outages(write, "inbound SMS: writing",
                                      (0.0, 0.5, 2.0, 5.0, 10.0))
 
-    async def _console(self, variable: str, line: str) -> None:
+    async def _write_reports(self, reports: list[tuple[Receipt, str]]) -> list[Any]:
+        if len(reports) > 1:
+            try:
+                rows: list[Any] = await self._write(lambda: inbound_messages.record_reports(
+                    self.pool, reports, self.settings))
+                return rows
+            except BatchRefused as exc:
+                log.warning("recording %d delivery reports together failed (%s): one by one",
+                            len(reports), exc)
+        # Each on its own, as if never batched.
+        return list(await asyncio.gather(*(
+            self._write(functools.partial(inbound_messages.record_report, self.pool, receipt,
+                                          body, self.settings))
+            for receipt, body in reports), return_exceptions=True))
+
+    def _console(self, variable: str, line: str) -> None:
         # One readable line on the gateway console, as for outbound sends.
         usable = self.gateways.usable()
-        if not usable:
-            return
-        try:
-            await usable[0].ari.set_global(variable, line)
-        except AriError as exc:
-            log.debug("console line failed: %s", exc)
+        if usable:
+            usable[0].ari.console_line(variable, line)

@@ -5,6 +5,7 @@ sql/sms_messages.sql)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -13,7 +14,9 @@ from service import metrics
 from service.delivery.queue_worker import Job, QueueWorker, WorkerContext
 from service.delivery.sms_transports import OutgoingSms, SendResult, SmsTransport
 from service.store import sms_messages
+from service.store.database import BatchRefused
 from service.store.queries import queries
+from service.store.write_batches import WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,10 @@ class SmsWorker(QueueWorker):
             raise ValueError(f"default SMS transport {default!r} is not configured")
         self.transports = transports
         self.default = default
+        # Outcomes that come while the previous one is being written are
+        # written together (write_batches.py): one transaction for many sends.
+        self.outcomes: WriteBatch[tuple[int, str, str, str | None], None] = WriteBatch(
+            self._write_outcomes)
 
     def ready(self) -> bool:
         return any(t.ready() for t in self.transports.values())
@@ -78,9 +85,25 @@ class SmsWorker(QueueWorker):
                  result.outcome, result.detail,
                  extra={"message_id": sms.message_id, "attempt_id": sms.attempt_id,
                         "kind": "sms"})
+        # The job (and its slot) ends once its outcome is committed.
+        await self.outcomes.add((sms.attempt_id, result.outcome, result.detail, result.gateway))
+
+    async def _write_outcomes(self, outcomes: list[tuple[int, str, str, str | None]]
+                              ) -> list[None | BaseException]:
         s = self.settings
-        await self.record(
-            sms_messages.finish_send, attempt_id=sms.attempt_id,
-            outcome=result.outcome, detail=result.detail, gateway=result.gateway,
-            max_failures=s.sms_max_failures,
-            minute_seconds=float(s.minute_seconds), retry_seconds=float(s.sms_retry_seconds))
+        rules = {"max_failures": s.sms_max_failures, "minute_seconds": float(s.minute_seconds),
+                 "retry_seconds": float(s.sms_retry_seconds)}
+        if len(outcomes) > 1:
+            try:
+                await self.record(sms_messages.finish_sends, outcomes=outcomes, **rules)
+                return [None] * len(outcomes)
+            except BatchRefused as exc:
+                log.warning("sms: recording %d outcomes together failed (%s): one by one",
+                            len(outcomes), exc)
+        # Each on its own, as if never batched: one that cannot be written
+        # holds only itself (until_back retries it, as it always did).
+        results = await asyncio.gather(*(
+            self.record(sms_messages.finish_send, attempt_id=attempt_id, outcome=outcome,
+                        detail=detail, gateway=gateway, **rules)
+            for attempt_id, outcome, detail, gateway in outcomes), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]

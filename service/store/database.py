@@ -44,6 +44,20 @@ class OutageLasted(Exception):
     """The database stayed away through every retry of through_outages."""
 
 
+class BatchRefused(Exception):
+    """A batched write failed for a reason other than the database being
+    away (a bad record, a deadlock): its records are then written one by one,
+    so each fails or succeeds on its own, as if never batched."""
+
+
+def refused_as_batch(exc: BaseException) -> BaseException:
+    """What a batched write raises for `exc`: the same outage (retried as
+    one), or BatchRefused for anything else PostgreSQL refused."""
+    if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, UNAVAILABLE):
+        return BatchRefused(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
 # Also what through_outages raises when its retries ran out.
 OUTAGE_OR_LASTED: tuple[type[BaseException], ...] = (*OUTAGE, OutageLasted)
 

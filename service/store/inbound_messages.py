@@ -18,7 +18,7 @@ from service.domain.statuses import InboundKind
 from service.domain.timestamps import iso
 from service.settings import Settings
 from service.store import sms_messages
-from service.store.database import Executor
+from service.store.database import Executor, refused_as_batch
 from service.store.queries import queries
 
 PATH = "/messages/inbound"
@@ -89,6 +89,27 @@ async def record_report(pool: asyncpg.Pool, receipt: Receipt, body: str,
             error=receipt.error, receipt=body, max_failures=settings.sms_max_failures,
             retry_seconds=float(settings.sms_retry_seconds))
         return row
+
+
+async def record_reports(pool: asyncpg.Pool, reports: list[tuple[Receipt, str]],
+                         settings: Settings) -> list[asyncpg.Record | None]:
+    """record_report for many (receipt, body) in one transaction (one commit
+    instead of one each); BatchRefused when PostgreSQL refuses it for another
+    reason than an outage (then record them one by one)."""
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await queries.sms_messages.lock_for_attempts(
+                conn, attempt_ids=[receipt.ref for receipt, _ in reports])
+            rows: list[asyncpg.Record | None] = []
+            for receipt, body in reports:
+                rows.append(await queries.sms_messages.record_report(
+                    conn, attempt_id=receipt.ref, delivered=receipt.delivered,
+                    stat=receipt.stat, error=receipt.error, receipt=body,
+                    max_failures=settings.sms_max_failures,
+                    retry_seconds=float(settings.sms_retry_seconds)))
+            return rows
+    except asyncpg.PostgresError as exc:
+        raise refused_as_batch(exc) from exc
 
 
 # What render writes, in its order (the OpenAPI schema is built from it).

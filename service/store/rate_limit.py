@@ -4,12 +4,14 @@ shares one count. Headers follow GitHub's X-RateLimit-* convention."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
 from service.domain.refusals import Reason, Refused
 from service.store.api_keys import Account, bearer_token, hash_key, unauthorized
 from service.store.queries import queries
+from service.store.write_batches import WriteBatch
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,34 @@ class RateLimit:
         }
 
 
+async def _count(asked: list[tuple[asyncpg.Pool, bytes]]) -> list[Any]:
+    """Count requests that came together: one statement per key (in the order
+    they came), each request given the count its own increment reached."""
+    by_key: dict[tuple[asyncpg.Pool, bytes], list[int]] = {}
+    for i, pool_and_key in enumerate(asked):
+        by_key.setdefault(pool_and_key, []).append(i)
+    out: list[Any] = [None] * len(asked)
+    for (pool, key_hash), places in by_key.items():
+        try:
+            row = await queries.rate_limit_windows.admit_key(pool, key_hash=key_hash,
+                                                             n=len(places))
+        except Exception as exc:  # noqa: BLE001 (each request of this key fails with it)
+            for i in places:
+                out[i] = exc
+            continue
+        if row is not None:
+            first = row["used"] - len(places)
+            for k, i in enumerate(places):
+                out[i] = {**row, "used": first + k + 1}
+    return out
+
+
+# Requests that come while a count is in flight are counted in the next one:
+# the account's one window row is updated once for them all instead of once
+# each, every update waiting for the previous one's commit.
+_counts: WriteBatch[tuple[asyncpg.Pool, bytes], Any] = WriteBatch(_count)
+
+
 async def admit(pool: asyncpg.Pool, authorization: str | None,
                 default_limit: int) -> tuple[Account, RateLimit]:
     """The request's account, its request counted; 401 for a missing or bad
@@ -43,7 +73,7 @@ async def admit(pool: asyncpg.Pool, authorization: str | None,
     token = bearer_token(authorization)
     if token is None:
         raise unauthorized(token_given=False)
-    row = await queries.rate_limit_windows.admit_key(pool, key_hash=hash_key(token))
+    row = await _counts.add((pool, hash_key(token)))
     if row is None:
         raise unauthorized(token_given=True)
     account = Account(row["account_id"], row["name"], row["rate_limit_per_hour"])

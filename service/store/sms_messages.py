@@ -34,7 +34,7 @@ from service.domain.timestamps import iso
 from service.domain.tracked_links import link_for, new_token
 from service.settings import Settings
 from service.store import destination_guards, speech, voice_messages
-from service.store.database import Executor
+from service.store.database import Executor, refused_as_batch
 from service.store.queries import queries
 
 PATH = "/messages/sms"
@@ -286,6 +286,22 @@ async def finish_send(pool: asyncpg.Pool, **params: Any) -> asyncpg.Record | Non
         await queries.sms_messages.lock_for_attempt(conn, attempt_id=params["attempt_id"])
         row: asyncpg.Record | None = await queries.sms_messages.finish_send(conn, **params)
         return row
+
+
+async def finish_sends(pool: asyncpg.Pool, outcomes: list[tuple[int, str, str, str | None]],
+                       **params: Any) -> None:
+    """finish_send for many (attempt_id, outcome, detail, gateway) in one
+    transaction of three statements; BatchRefused when PostgreSQL refuses it
+    for another reason than an outage (then record them one by one)."""
+    ids = [o[0] for o in outcomes]
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await queries.sms_messages.lock_for_attempts(conn, attempt_ids=ids)
+            await queries.sms_messages.finish_sends(
+                conn, attempt_ids=ids, outcomes=[o[1] for o in outcomes],
+                details=[o[2] for o in outcomes], gateways=[o[3] for o in outcomes], **params)
+    except asyncpg.PostgresError as exc:
+        raise refused_as_batch(exc) from exc
 
 
 async def cancel(conn: Executor, account_id: int, message_id: int) -> None:
