@@ -162,23 +162,25 @@ async def test_the_dispatcher_survives_postgresql_restarts_and_delivers_everythi
 
 
 class RefusesOriginate(RequestFilterProxy):
-    """`POST /channels` is answered 503 while `refusing`, as an Asterisk that
-    cannot make the channel answers it."""
+    """`POST /channels` is answered 503 (or `status`) while `refusing`, as an
+    Asterisk that cannot make the channel answers it."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, status: bytes = b"503 Service Unavailable",
+                 message: bytes = b"Service Unavailable") -> None:
         super().__init__(target_port)
         self.refusing = True
         self.refused = 0
+        self.status, self.message = status, message
 
     async def intercept(self, request_line: bytes, client: asyncio.StreamWriter) -> bool:
         if not (self.refusing and request_line.startswith(b"POST ")
                 and b"/channels?" in request_line):
             return False
         self.refused += 1
-        body = b'{"message":"Service Unavailable"}'
-        client.write(b"HTTP/1.1 503 Service Unavailable\r\n"
+        body = b'{"message":"%s"}' % self.message
+        client.write(b"HTTP/1.1 %s\r\n"
                      b"Content-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                     b"Content-Length: %d\r\n\r\n%s" % (self.status, len(body), body))
         await client.drain()
         return True
 
@@ -249,3 +251,40 @@ async def test_a_call_while_asterisk_is_down_waits_and_is_dialled_once_it_is_bac
         assert d.alive(), d.log()[-3000:]
     finally:
         d.stop()
+
+
+async def test_a_call_asterisk_keeps_refusing_ends_failed_after_five_refusals(
+        client, auth, pool, gateway):
+    """ARI answers 500 "Allocation failed" for lasting trouble too (a wrong
+    trunk name on the node): five refusals in a row end the message."""
+    await upload(client, auth, "refused.wav", tone(440, 1.0))
+    proxy = RefusesOriginate(ARI_PORT, b"500 Internal Server Error", b"Allocation failed")
+    port = await proxy.start()
+    d = start_dispatcher(f"ari-refuses-always-{time.time_ns()}",
+                         AMIVONO_ARI_URL=f"http://127.0.0.1:{port}/ari")
+    try:
+        await wait_for(lambda: "voice: connected" in d.log(), 60, what="voice connected")
+        r = await client.post("/messages/voice", headers=auth, json={
+            "from": "+46736265400", "to": phone(), "file": "refused.wav", "retries": 0})
+        assert r.status_code == 201, r.text
+        message_id = r.json()["id"]
+
+        async def final() -> dict:
+            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+            return m if m["outcome"] is not None else {}
+
+        m = await wait_for(final, 60, what="the message to end")
+        assert (m["status"], m["outcome"], m["attempts_made"]) == ("failed", "failed", 0), m
+        assert m["next_attempt_at"] is None and "Allocation failed" in m["cause_text"], m
+        assert m["cause_text"].startswith("5 originates refused in a row"), m
+        assert [a["outcome"] for a in m["attempts"]] == ["failed"] * 5, m["attempts"]
+        assert all(a["detail"].startswith("not placed, Asterisk refused: ARI 500")
+                   for a in m["attempts"]), m["attempts"]
+        await asyncio.sleep(3)  # long enough for another try, if one were made
+        assert proxy.refused == 5
+        assert await pool.fetchval("SELECT count(*) FROM voice_attempts WHERE message_id = $1",
+                                   message_id) == 5
+    finally:
+        d.stop()
+        await proxy.close()
+

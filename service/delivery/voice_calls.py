@@ -42,6 +42,9 @@ CHANNEL_PREFIX = "amivono-call-"
 # Seconds a message whose call could not be placed waits before it is due
 # again (claims also wait while the ARI connection is down).
 NOT_PLACED_WAIT = 2.0
+# Originates a live Asterisk refuses (5xx) in a row before the message ends
+# `failed`: ARI answers 500 for lasting trouble too (a wrong trunk name).
+NOT_PLACED_REFUSALS = 5
 
 def channel_id_for(attempt_id: int) -> str:
     # Fixed width: Asterisk matched 'amivono-call-1' against an existing
@@ -180,9 +183,10 @@ class VoiceWorker(QueueWorker):
             return
         node = self.ctx.gateways.get(call.gateway)
         if node is None or not node.usable():
-            await self._finish(call, CallEnd(
-                "failed", None, "gateway lost",
-                f"gateway {call.gateway} went away before the call was placed", True))
+            # Nothing was sent: the message waits for a node, as when ARI is down.
+            await self._not_placed(call, AriError(
+                None, f"gateway {call.gateway} went away before the call was placed",
+                sent=False))
             return
         self.calls[call.channel_id] = call  # before originate: events may come first
         metrics.CALLS_IN_FLIGHT.set(len(self.calls))
@@ -202,7 +206,8 @@ class VoiceWorker(QueueWorker):
             except AriError as exc:
                 if exc.not_done:
                     # Never placed: Asterisk is away or could not make the
-                    # channel. Not an attempt; the message waits, as SMS do.
+                    # channel. Not an attempt; the message waits, as SMS do
+                    # (a refusal by a live Asterisk only a few times in a row).
                     await self._not_placed(call, exc)
                     return
                 if exc.status != 409:  # 409: this attempt's channel exists already
@@ -276,7 +281,8 @@ class VoiceWorker(QueueWorker):
                     extra={"message_id": call.message_id, "attempt_id": call.attempt_id,
                            "kind": "voice"})
         await self.record(queries.voice_messages.not_placed, attempt_id=call.attempt_id,
-                          detail=f"not placed: {exc}", wait_seconds=NOT_PLACED_WAIT)
+                          detail=f"{exc}", refused=exc.sent,
+                          refusals=NOT_PLACED_REFUSALS, wait_seconds=NOT_PLACED_WAIT)
 
     async def _finish(self, call: Call, end: CallEnd) -> None:
         if call.acknowledged:  # however the channel then went
