@@ -26,10 +26,11 @@ import soxr
 
 from sandbox.carrier_logs import received_calls, received_sms
 
-from .audio import loud_seconds, similarity
+from .audio import loud_seconds, similarity, tone
 from .conftest import LAUNCH, TEST_ENV, start_dispatcher, wait_for
 from .test_audio_uploads import free_port
 from .test_sms_clicks import PHONE_UA
+from .test_voice import upload
 
 PRESSES_1, PRESSES_9, SECOND_CALL = "+46700000041", "+46700000043", "+46700000045"
 SPEECH = Path(TEST_ENV["AMIVONO_SOUNDS_DIR"]) / "speech"
@@ -428,6 +429,29 @@ async def test_without_a_speech_engine_text_is_422_and_nothing_is_stored(db, aut
             assert await pool.fetchval("SELECT count(*) FROM voice_messages") == before
     finally:
         await asyncio.to_thread(proc.stop)
+
+
+async def test_a_9_while_listening_plays_the_prompt_again_and_listens_in_full(
+        client, auth, carrier, acker):
+    """Short audio, so that +46700000043's 9 (3 s after answering) comes while
+    the call listens after the first prompt. Every PlaybackFinished reaches
+    the app twice: a second listening timer left running from the first
+    prompt would end the second listening early."""
+    await upload(client, auth, "short-message.wav", tone(500, 0.5))
+    await upload(client, auth, "short-prompt.wav", tone(700, 0.5))
+    me = caller()
+    created = await voice(client, auth, **{
+        "from": me, "to": PRESSES_9, "file": "short-message.wav", "acknowledge": True,
+        "acknowledge_prompt": {"file": "short-prompt.wav"}})
+    done = await final(client, auth, created["id"], timeout=60)
+    assert (done["outcome"], done["calls_made"]) == ("completed", 1), done
+    assert [a["keys"] for a in done["attempts"]] == ["9"]
+    [call] = await wait_for(lambda: calls_from(carrier, PRESSES_9, me), 5, what="carrier")
+    # The 9 at 3 s, the prompt once more (0.5 s), then ACK_SECONDS of listening.
+    least = 3 + 0.5 + ACK_SECONDS
+    print(f"\n{PRESSES_9} (9 while listening): the call lasted {call['duration']} s; "
+          f"key + prompt + {ACK_SECONDS} s = {least:.2f} s")
+    assert least - 0.3 < call["duration"] < least + 2.5, call
 
 
 async def claim_one(conn, message_id: int) -> dict[str, Any] | None:

@@ -83,7 +83,9 @@ class Call:
     prompt_media: str | None = None
     prompt_seconds: float = 0.0
     listening: asyncio.TimerHandle | None = None
-    last_dtmf: tuple[Any, Any] = (None, None)
+    # Events already handled: the app hears the trunk endpoint's channels
+    # twice (its own channel and the endpoint subscription for SMS).
+    seen: set[tuple[Any, ...]] = field(default_factory=set)
     # Writes of answer and playback times: in the background, so a database
     # outage never holds up the call's events; the outcome waits for them.
     marks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -272,8 +274,16 @@ class VoiceWorker(QueueWorker):
         return True
 
     def _mark(self, call: Call, statement: Any, **params: Any) -> None:
-        call.marks.append(asyncio.create_task(
-            self.record(statement, attempt_id=call.attempt_id, **params)))
+        # One after the other, in the order the events came: a key is
+        # recorded before the acknowledgement it made.
+        previous = call.marks[-1] if call.marks else None
+
+        async def write() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await self.record(statement, attempt_id=call.attempt_id, **params)
+
+        call.marks.append(asyncio.create_task(write()))
 
     async def _not_placed(self, call: Call, exc: AriError) -> None:
         log.warning("voice %s attempt %s to %s: not placed, waiting for Asterisk (%s)",
@@ -314,6 +324,12 @@ class VoiceWorker(QueueWorker):
             call = self.calls.get(event.get("channel", {}).get("id", ""))
         if call is None:
             return
+        playback = event.get("playback", {})
+        once = (kind, event.get("timestamp"), playback.get("id"), playback.get("state"),
+                event.get("digit"))
+        if once in call.seen:
+            return  # the same event through the endpoint subscription
+        call.seen.add(once)
         if kind == "StasisStart":
             await self._answered(call)
         elif kind == "PlaybackStarted":
@@ -324,8 +340,9 @@ class VoiceWorker(QueueWorker):
             elif "-prompt" in playback_id:
                 self._mark(call, queries.voice_messages.mark_prompting)
         elif kind == "PlaybackFinished":
-            if event["playback"].get("id") != call.playback_id:
+            if not call.playback_id or event["playback"].get("id") != call.playback_id:
                 return  # one we stopped on purpose
+            call.playback_id = ""  # its end moves the call on once
             failed = event["playback"].get("state") == "failed"
             if failed or not call.acknowledge or call.stage == "confirm":
                 call.playback_finished = True
@@ -334,12 +351,7 @@ class VoiceWorker(QueueWorker):
             else:
                 await self._after_playback(call)
         elif kind == "ChannelDtmfReceived":
-            # The app hears the trunk endpoint's channels twice (its own channel
-            # and the endpoint subscription for SMS): one key, one timestamp.
-            seen = (event.get("digit"), event.get("timestamp"))
-            if seen != call.last_dtmf:
-                call.last_dtmf = seen
-                await self._key(call, str(event.get("digit", "")))
+            await self._key(call, str(event.get("digit", "")))
         elif kind == "ChannelDestroyed":
             call.finish(classify(call, event.get("cause"), event.get("cause_txt")))
 
@@ -365,6 +377,8 @@ class VoiceWorker(QueueWorker):
             await self._prompt(call)
             return
         call.stage = "listen"
+        if call.listening is not None:  # one listening timer at a time
+            call.listening.cancel()
         loop = asyncio.get_running_loop()
         call.listening = loop.call_later(self.settings.ack_seconds, self._listened, call)
 
@@ -401,17 +415,18 @@ class VoiceWorker(QueueWorker):
 
     async def _acknowledged(self, call: Call) -> None:
         call.acknowledged = True
+        # Queued at once: the call may end (and be finished) while we wait on ARI.
+        self._mark(call, queries.voice_messages.acknowledge)
         if call.listening is not None:
             call.listening.cancel()
         stopped, call.stage = call.playback_id, "confirm"
         call.playback_id = ""
         ari = self._ari(call)
         try:
-            if ari is not None:
+            if ari is not None and stopped:
                 await ari.request("DELETE", f"/playbacks/{stopped}")
         except AriError:
             pass  # it had ended already
-        self._mark(call, queries.voice_messages.acknowledge)
         try:
             # One readable line per acknowledgement on the gateway console.
             if ari is not None:
