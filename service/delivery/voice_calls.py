@@ -86,6 +86,9 @@ class Call:
     # Events already handled: the app hears the trunk endpoint's channels
     # twice (its own channel and the endpoint subscription for SMS).
     seen: set[tuple[Any, ...]] = field(default_factory=set)
+    # Our timer's end of a call it could not hang up (its node was lost):
+    # the reconcile hangs the channel up if the node comes back with it.
+    overdue: CallEnd | None = None
     # Writes of answer and playback times: in the background, so a database
     # outage never holds up the call's events; the outcome waits for them.
     marks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -237,22 +240,25 @@ class VoiceWorker(QueueWorker):
         except TimeoutError:
             pass
         if not call.answered:
+            late = CallEnd("no-answer", None, None,
+                           f"no answer within {ring_deadline:g} s (our timer)", True)
             if not await self._hangup(call) and self._node_lost(call):
                 # The node is gone: node_lost's timer or the reconcile ends it.
+                call.overdue = late
                 return await asyncio.shield(call.end)
-            return await self._grace(call, CallEnd(
-                "no-answer", None, None, f"no answer within {ring_deadline:g} s (our timer)",
-                True))
+            return await self._grace(call, late)
         # Answered: allow the file's length (and the acknowledgement's) plus a
         # margin to play and hang up.
         try:
             return await asyncio.wait_for(asyncio.shield(call.end),
                                           call.answered_seconds(s.ack_seconds))
         except TimeoutError:
+            late = CallEnd("failed", None, None,
+                           "the playback did not finish in time (our timer)", False)
             if not await self._hangup(call) and self._node_lost(call):
+                call.overdue = late
                 return await asyncio.shield(call.end)
-            return await self._grace(call, CallEnd(
-                "failed", None, None, "the playback did not finish in time (our timer)", False))
+            return await self._grace(call, late)
 
     async def _grace(self, call: Call, fallback: CallEnd) -> CallEnd:
         try:
@@ -516,6 +522,9 @@ class VoiceWorker(QueueWorker):
                     "failed", None, "gateway lost",
                     f"the channel disappeared while ARI of gateway {node.name} was "
                     "disconnected (Asterisk restart?)", True))
+            elif call.overdue is not None and await self._hangup(call):
+                # Our timer ran out while the node was away: end it now.
+                call.finish(call.overdue)
         log.info("gateway %s: reconciled %d calls with %d channels", node.name, len(placed),
                  len(alive))
 
