@@ -15,6 +15,7 @@ import pytest
 
 from sandbox.carrier_logs import received_calls, received_sms
 from sandbox.pg_cluster import Cluster
+from service.delivery.voice_calls import channel_id_for
 from service.store.api_keys import create_key
 
 from .audio import tone
@@ -162,23 +163,25 @@ async def test_the_dispatcher_survives_postgresql_restarts_and_delivers_everythi
 
 
 class RefusesOriginate(RequestFilterProxy):
-    """`POST /channels` is answered 503 while `refusing`, as an Asterisk that
-    cannot make the channel answers it."""
+    """`POST /channels` is answered 503 (or `status`) while `refusing`, as an
+    Asterisk that cannot make the channel answers it."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, status: bytes = b"503 Service Unavailable",
+                 message: bytes = b"Service Unavailable") -> None:
         super().__init__(target_port)
         self.refusing = True
         self.refused = 0
+        self.status, self.message = status, message
 
     async def intercept(self, request_line: bytes, client: asyncio.StreamWriter) -> bool:
         if not (self.refusing and request_line.startswith(b"POST ")
                 and b"/channels?" in request_line):
             return False
         self.refused += 1
-        body = b'{"message":"Service Unavailable"}'
-        client.write(b"HTTP/1.1 503 Service Unavailable\r\n"
+        body = b'{"message":"%s"}' % self.message
+        client.write(b"HTTP/1.1 %s\r\n"
                      b"Content-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                     b"Content-Length: %d\r\n\r\n%s" % (self.status, len(body), body))
         await client.drain()
         return True
 
@@ -249,3 +252,145 @@ async def test_a_call_while_asterisk_is_down_waits_and_is_dialled_once_it_is_bac
         assert d.alive(), d.log()[-3000:]
     finally:
         d.stop()
+
+
+async def test_a_call_asterisk_keeps_refusing_ends_failed_after_five_refusals(
+        client, auth, pool, gateway):
+    """ARI answers 500 "Allocation failed" for lasting trouble too (a wrong
+    trunk name on the node): five refusals in a row end the message."""
+    await upload(client, auth, "refused.wav", tone(440, 1.0))
+    proxy = RefusesOriginate(ARI_PORT, b"500 Internal Server Error", b"Allocation failed")
+    port = await proxy.start()
+    d = start_dispatcher(f"ari-refuses-always-{time.time_ns()}",
+                         AMIVONO_ARI_URL=f"http://127.0.0.1:{port}/ari")
+    try:
+        await wait_for(lambda: "voice: connected" in d.log(), 60, what="voice connected")
+        r = await client.post("/messages/voice", headers=auth, json={
+            "from": "+46736265400", "to": phone(), "file": "refused.wav", "retries": 0})
+        assert r.status_code == 201, r.text
+        message_id = r.json()["id"]
+
+        async def final() -> dict:
+            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+            return m if m["outcome"] is not None else {}
+
+        m = await wait_for(final, 60, what="the message to end")
+        assert (m["status"], m["outcome"], m["attempts_made"]) == ("failed", "failed", 0), m
+        assert m["next_attempt_at"] is None and "Allocation failed" in m["cause_text"], m
+        assert m["cause_text"].startswith("5 originates refused in a row"), m
+        assert [a["outcome"] for a in m["attempts"]] == ["failed"] * 5, m["attempts"]
+        assert all(a["detail"].startswith("not placed, Asterisk refused: ARI 500")
+                   for a in m["attempts"]), m["attempts"]
+        await asyncio.sleep(3)  # long enough for another try, if one were made
+        assert proxy.refused == 5
+        assert await pool.fetchval("SELECT count(*) FROM voice_attempts WHERE message_id = $1",
+                                   message_id) == 5
+    finally:
+        d.stop()
+        await proxy.close()
+
+
+class Severable:
+    """A TCP proxy in front of ARI whose connections can be cut (the event
+    WebSocket too) and new ones refused, then let through again: a node lost
+    to the dispatcher while its Asterisk, and the calls on it, go on."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.cut = False
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def sever(self) -> None:
+        self.cut = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        if self._server:
+            self._server.close()
+        await self.sever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut:
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+            async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+                dst.close()
+
+            try:
+                await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+            finally:
+                up_writer.close()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+
+async def test_a_call_whose_timer_ran_out_while_its_node_was_lost_is_hung_up_when_it_is_back(
+        client, auth, pool, carrier, gateway):
+    """The PlaybackFinished is lost with the node, so nothing hangs up; our
+    timer runs out while the node is away and cannot hang up either. When
+    the node is back with the channel still up, the reconcile ends it."""
+    await upload(client, auth, "overdue.wav", tone(440, 3.0))
+    proxy = Severable(ARI_PORT)
+    port = await proxy.start()
+    to = phone()
+    d = start_dispatcher(f"ari-severed-{time.time_ns()}", AMIVONO_DIAL_TIMEOUT="2",
+                         AMIVONO_GATEWAY_LOST_SECONDS="300",
+                         AMIVONO_ARI_URL=f"http://127.0.0.1:{port}/ari")
+    try:
+        await wait_for(lambda: "voice: connected" in d.log(), 60, what="voice connected")
+        r = await client.post("/messages/voice", headers=auth, json={
+            "from": "+46736265400", "to": to, "file": "overdue.wav", "retries": 0})
+        assert r.status_code == 201, r.text
+        message_id = r.json()["id"]
+
+        async def answered() -> bool:
+            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+            return bool(m["attempts"] and m["attempts"][-1]["answered_at"])
+
+        await wait_for(answered, 30, interval=0.1, what="the call answered")
+        await proxy.sever()  # while the file plays: its end is never heard
+        m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+        channel = channel_id_for(m["attempts"][-1]["id"])
+        # Our timer (ring deadline + the file + margin, ~35 s) runs out, and
+        # its hangup cannot reach the node.
+        await wait_for(lambda: f"hangup of {channel} failed" in d.log(), 90, interval=0.5,
+                       what="the timer's hangup to fail")
+        m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+        assert m["outcome"] is None and m["status"] == "calling", m
+        assert not [c for c in received_calls(carrier) if c["to"] == to]  # still up
+        proxy.cut = False
+
+        async def final() -> dict:
+            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+            return m if m["outcome"] is not None else {}
+
+        m = await wait_for(final, 30, what="the call to end once the node is back")
+        assert m["outcome"] == "failed", m
+        [attempt] = m["attempts"]
+        assert attempt["detail"] == "the playback did not finish in time (our timer)", attempt
+        await wait_for(lambda: [c for c in received_calls(carrier) if c["to"] == to], 10,
+                       what="the carrier's record of the call's end")
+        assert d.alive(), d.log()[-3000:]
+    finally:
+        d.stop()
+        await proxy.close()

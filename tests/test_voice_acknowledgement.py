@@ -26,10 +26,11 @@ import soxr
 
 from sandbox.carrier_logs import received_calls, received_sms
 
-from .audio import loud_seconds, similarity
+from .audio import loud_seconds, similarity, tone
 from .conftest import LAUNCH, TEST_ENV, start_dispatcher, wait_for
 from .test_audio_uploads import free_port
 from .test_sms_clicks import PHONE_UA
+from .test_voice import upload
 
 PRESSES_1, PRESSES_9, SECOND_CALL = "+46700000041", "+46700000043", "+46700000045"
 SPEECH = Path(TEST_ENV["AMIVONO_SOUNDS_DIR"]) / "speech"
@@ -500,3 +501,112 @@ exec espeak-ng "$@"
     finally:
         gate.touch()
         await asyncio.to_thread(proc.stop)
+
+
+async def test_a_9_while_listening_plays_the_prompt_again_and_listens_in_full(
+        client, auth, carrier, acker):
+    """Short audio, so that +46700000043's 9 (3 s after answering) comes while
+    the call listens after the first prompt. Every PlaybackFinished reaches
+    the app twice: a second listening timer left running from the first
+    prompt would end the second listening early."""
+    await upload(client, auth, "short-message.wav", tone(500, 0.5))
+    await upload(client, auth, "short-prompt.wav", tone(700, 0.5))
+    me = caller()
+    created = await voice(client, auth, **{
+        "from": me, "to": PRESSES_9, "file": "short-message.wav", "acknowledge": True,
+        "acknowledge_prompt": {"file": "short-prompt.wav"}})
+    done = await final(client, auth, created["id"], timeout=60)
+    assert (done["outcome"], done["calls_made"]) == ("completed", 1), done
+    assert [a["keys"] for a in done["attempts"]] == ["9"]
+    [call] = await wait_for(lambda: calls_from(carrier, PRESSES_9, me), 5, what="carrier")
+    # The 9 at 3 s, the prompt once more (0.5 s), then ACK_SECONDS of listening.
+    least = 3 + 0.5 + ACK_SECONDS
+    print(f"\n{PRESSES_9} (9 while listening): the call lasted {call['duration']} s; "
+          f"key + prompt + {ACK_SECONDS} s = {least:.2f} s")
+    assert least - 0.3 < call["duration"] < least + 2.5, call
+
+
+async def claim_one(conn, message_id: int) -> dict[str, Any] | None:
+    """claim_due_calls as a dispatcher 'ack-crash' makes it, for this message
+    only (first in line: due a year ago)."""
+    from service.store.queries import queries
+
+    await conn.execute("UPDATE voice_messages SET due_at = now() - interval '1 year' "
+                       "WHERE id = $1 AND due_at IS NOT NULL", message_id)
+    await queries.voice_messages.serialize_claims(conn)
+    rows = await queries.voice_messages.claim_due_calls(
+        conn, limit=1, gateways=["ack-crash"], caps=[1], fallback="ack-crash",
+        dispatcher="ack-crash", lease_seconds=600.0)
+    mine = [dict(r) for r in rows if r["id"] == message_id]
+    assert len(mine) == 1, rows
+    return mine[0]
+
+
+async def uncommitted_message(conn, **columns: Any) -> int:
+    """An acknowledge: true message inserted in the caller's transaction: no
+    running dispatcher sees it, and the rollback leaves nothing behind."""
+    names = ", ".join(columns)
+    values = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
+    message_id: int = await conn.fetchval(
+        "INSERT INTO voice_messages (account_id, from_number, to_number, file_name, "
+        f"acknowledge, due_at, {names}) SELECT min(id), '+46736265400', $1, 'gone.wav', "
+        f"true, now(), {values} FROM accounts RETURNING id", phone(), *columns.values())
+    return message_id
+
+
+async def test_an_acknowledged_message_is_not_called_again_after_its_dispatcher_died(pool):
+    """The dispatcher died after the 1 (acknowledge written) and before it
+    finished the call: its restart expires its leases, and the next claim
+    must end the message acknowledged, not call again."""
+    from service.store.queries import queries
+
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            message_id = await uncommitted_message(conn, repeat_total=3, repeat_interval=1)
+            first = await claim_one(conn, message_id)
+            assert first is not None and first["attempt_id"] is not None
+            await queries.voice_messages.mark_answered(conn, attempt_id=first["attempt_id"])
+            assert await queries.voice_messages.acknowledge(conn,
+                                                            attempt_id=first["attempt_id"])
+            await queries.voice_messages.expire_own_leases(conn, dispatcher="ack-crash")
+            again = await claim_one(conn, message_id)
+            assert again is not None and again["attempt_id"] is None, again
+            attempts = await conn.fetch("SELECT outcome, finished_at FROM voice_attempts "
+                                        "WHERE message_id = $1", message_id)
+            assert [a["outcome"] for a in attempts] == ["acknowledged"], attempts
+            m = await conn.fetchrow("SELECT * FROM voice_message_view WHERE id = $1",
+                                    message_id)
+            assert (m["status"], m["outcome"]) == ("acknowledged", "acknowledged"), dict(m)
+            assert m["finished_at"] is not None and m["due_at"] is None, dict(m)
+            assert (m["attempts_made"], m["calls_made"]) == (1, 1), dict(m)
+        finally:
+            await tx.rollback()
+
+
+async def test_an_acknowledgement_call_never_placed_is_tried_again(pool):
+    """acknowledge: true without repeat (and every escalation's call) has no
+    repeat_interval: a call not placed (placed false, retryable) is due
+    again retry_interval later, not made final."""
+    from service.store.queries import queries
+
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            message_id = await uncommitted_message(conn, retry_interval=7)
+            first = await claim_one(conn, message_id)
+            assert first is not None and first["attempt_id"] is not None
+            await queries.voice_messages.finish_call(
+                conn, attempt_id=first["attempt_id"], outcome="failed", cause_code=None,
+                cause_text="gateway lost", detail="originate timed out", retryable=True,
+                minute_seconds=60.0, placed=False)
+            m = await conn.fetchrow(
+                "SELECT status, finished_at, calls_made, "
+                "extract(epoch FROM due_at - now())::float8 AS due_in "
+                "FROM voice_message_view WHERE id = $1", message_id)
+            assert m["finished_at"] is None and m["status"] == "scheduled", dict(m)
+            assert m["calls_made"] == 0 and abs(m["due_in"] - 7 * 60) < 5, dict(m)
+        finally:
+            await tx.rollback()

@@ -42,6 +42,9 @@ CHANNEL_PREFIX = "amivono-call-"
 # Seconds a message whose call could not be placed waits before it is due
 # again (claims also wait while the ARI connection is down).
 NOT_PLACED_WAIT = 2.0
+# Originates a live Asterisk refuses (5xx) in a row before the message ends
+# `failed`: ARI answers 500 for lasting trouble too (a wrong trunk name).
+NOT_PLACED_REFUSALS = 5
 
 def channel_id_for(attempt_id: int) -> str:
     # Fixed width: Asterisk matched 'amivono-call-1' against an existing
@@ -80,7 +83,12 @@ class Call:
     prompt_media: str | None = None
     prompt_seconds: float = 0.0
     listening: asyncio.TimerHandle | None = None
-    last_dtmf: tuple[Any, Any] = (None, None)
+    # Events already handled: the app hears the trunk endpoint's channels
+    # twice (its own channel and the endpoint subscription for SMS).
+    seen: set[tuple[Any, ...]] = field(default_factory=set)
+    # Our timer's end of a call it could not hang up (its node was lost):
+    # the reconcile hangs the channel up if the node comes back with it.
+    overdue: CallEnd | None = None
     # Writes of answer and playback times: in the background, so a database
     # outage never holds up the call's events; the outcome waits for them.
     marks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -180,9 +188,10 @@ class VoiceWorker(QueueWorker):
             return
         node = self.ctx.gateways.get(call.gateway)
         if node is None or not node.usable():
-            await self._finish(call, CallEnd(
-                "failed", None, "gateway lost",
-                f"gateway {call.gateway} went away before the call was placed", True))
+            # Nothing was sent: the message waits for a node, as when ARI is down.
+            await self._not_placed(call, AriError(
+                None, f"gateway {call.gateway} went away before the call was placed",
+                sent=False))
             return
         self.calls[call.channel_id] = call  # before originate: events may come first
         metrics.CALLS_IN_FLIGHT.set(len(self.calls))
@@ -202,7 +211,8 @@ class VoiceWorker(QueueWorker):
             except AriError as exc:
                 if exc.not_done:
                     # Never placed: Asterisk is away or could not make the
-                    # channel. Not an attempt; the message waits, as SMS do.
+                    # channel. Not an attempt; the message waits, as SMS do
+                    # (a refusal by a live Asterisk only a few times in a row).
                     await self._not_placed(call, exc)
                     return
                 if exc.status != 409:  # 409: this attempt's channel exists already
@@ -230,22 +240,25 @@ class VoiceWorker(QueueWorker):
         except TimeoutError:
             pass
         if not call.answered:
+            late = CallEnd("no-answer", None, None,
+                           f"no answer within {ring_deadline:g} s (our timer)", True)
             if not await self._hangup(call) and self._node_lost(call):
                 # The node is gone: node_lost's timer or the reconcile ends it.
+                call.overdue = late
                 return await asyncio.shield(call.end)
-            return await self._grace(call, CallEnd(
-                "no-answer", None, None, f"no answer within {ring_deadline:g} s (our timer)",
-                True))
+            return await self._grace(call, late)
         # Answered: allow the file's length (and the acknowledgement's) plus a
         # margin to play and hang up.
         try:
             return await asyncio.wait_for(asyncio.shield(call.end),
                                           call.answered_seconds(s.ack_seconds))
         except TimeoutError:
+            late = CallEnd("failed", None, None,
+                           "the playback did not finish in time (our timer)", False)
             if not await self._hangup(call) and self._node_lost(call):
+                call.overdue = late
                 return await asyncio.shield(call.end)
-            return await self._grace(call, CallEnd(
-                "failed", None, None, "the playback did not finish in time (our timer)", False))
+            return await self._grace(call, late)
 
     async def _grace(self, call: Call, fallback: CallEnd) -> CallEnd:
         try:
@@ -267,8 +280,16 @@ class VoiceWorker(QueueWorker):
         return True
 
     def _mark(self, call: Call, statement: Any, **params: Any) -> None:
-        call.marks.append(asyncio.create_task(
-            self.record(statement, attempt_id=call.attempt_id, **params)))
+        # One after the other, in the order the events came: a key is
+        # recorded before the acknowledgement it made.
+        previous = call.marks[-1] if call.marks else None
+
+        async def write() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await self.record(statement, attempt_id=call.attempt_id, **params)
+
+        call.marks.append(asyncio.create_task(write()))
 
     async def _not_placed(self, call: Call, exc: AriError) -> None:
         log.warning("voice %s attempt %s to %s: not placed, waiting for Asterisk (%s)",
@@ -276,7 +297,8 @@ class VoiceWorker(QueueWorker):
                     extra={"message_id": call.message_id, "attempt_id": call.attempt_id,
                            "kind": "voice"})
         await self.record(queries.voice_messages.not_placed, attempt_id=call.attempt_id,
-                          detail=f"not placed: {exc}", wait_seconds=NOT_PLACED_WAIT)
+                          detail=f"{exc}", refused=exc.sent,
+                          refusals=NOT_PLACED_REFUSALS, wait_seconds=NOT_PLACED_WAIT)
 
     async def _finish(self, call: Call, end: CallEnd) -> None:
         if call.acknowledged:  # however the channel then went
@@ -308,6 +330,12 @@ class VoiceWorker(QueueWorker):
             call = self.calls.get(event.get("channel", {}).get("id", ""))
         if call is None:
             return
+        playback = event.get("playback", {})
+        once = (kind, event.get("timestamp"), playback.get("id"), playback.get("state"),
+                event.get("digit"))
+        if once in call.seen:
+            return  # the same event through the endpoint subscription
+        call.seen.add(once)
         if kind == "StasisStart":
             await self._answered(call)
         elif kind == "PlaybackStarted":
@@ -318,8 +346,9 @@ class VoiceWorker(QueueWorker):
             elif "-prompt" in playback_id:
                 self._mark(call, queries.voice_messages.mark_prompting)
         elif kind == "PlaybackFinished":
-            if event["playback"].get("id") != call.playback_id:
+            if not call.playback_id or event["playback"].get("id") != call.playback_id:
                 return  # one we stopped on purpose
+            call.playback_id = ""  # its end moves the call on once
             failed = event["playback"].get("state") == "failed"
             if failed or not call.acknowledge or call.stage == "confirm":
                 call.playback_finished = True
@@ -328,12 +357,7 @@ class VoiceWorker(QueueWorker):
             else:
                 await self._after_playback(call)
         elif kind == "ChannelDtmfReceived":
-            # The app hears the trunk endpoint's channels twice (its own channel
-            # and the endpoint subscription for SMS): one key, one timestamp.
-            seen = (event.get("digit"), event.get("timestamp"))
-            if seen != call.last_dtmf:
-                call.last_dtmf = seen
-                await self._key(call, str(event.get("digit", "")))
+            await self._key(call, str(event.get("digit", "")))
         elif kind == "ChannelDestroyed":
             call.finish(classify(call, event.get("cause"), event.get("cause_txt")))
 
@@ -359,6 +383,8 @@ class VoiceWorker(QueueWorker):
             await self._prompt(call)
             return
         call.stage = "listen"
+        if call.listening is not None:  # one listening timer at a time
+            call.listening.cancel()
         loop = asyncio.get_running_loop()
         call.listening = loop.call_later(self.settings.ack_seconds, self._listened, call)
 
@@ -395,17 +421,18 @@ class VoiceWorker(QueueWorker):
 
     async def _acknowledged(self, call: Call) -> None:
         call.acknowledged = True
+        # Queued at once: the call may end (and be finished) while we wait on ARI.
+        self._mark(call, queries.voice_messages.acknowledge)
         if call.listening is not None:
             call.listening.cancel()
         stopped, call.stage = call.playback_id, "confirm"
         call.playback_id = ""
         ari = self._ari(call)
         try:
-            if ari is not None:
+            if ari is not None and stopped:
                 await ari.request("DELETE", f"/playbacks/{stopped}")
         except AriError:
             pass  # it had ended already
-        self._mark(call, queries.voice_messages.acknowledge)
         try:
             # One readable line per acknowledgement on the gateway console.
             if ari is not None:
@@ -495,6 +522,9 @@ class VoiceWorker(QueueWorker):
                     "failed", None, "gateway lost",
                     f"the channel disappeared while ARI of gateway {node.name} was "
                     "disconnected (Asterisk restart?)", True))
+            elif call.overdue is not None and await self._hangup(call):
+                # Our timer ran out while the node was away: end it now.
+                call.finish(call.overdue)
         log.info("gateway %s: reconciled %d calls with %d channels", node.name, len(placed),
                  len(alive))
 

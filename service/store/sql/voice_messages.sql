@@ -97,7 +97,8 @@ capacity AS (
     SELECT least(:limit, (SELECT count(*) FROM slots)) AS n
 ),
 due AS (
-    SELECT id, account_id, file_name, speech_stem, lease_attempt_id, canceled_at, due_at
+    SELECT id, account_id, file_name, speech_stem, lease_attempt_id, canceled_at,
+           acknowledged_at, due_at
     FROM voice_messages
     WHERE due_at <= now()
     ORDER BY due_at
@@ -108,18 +109,26 @@ numbered AS (
     SELECT due.*, row_number() OVER (ORDER BY due.due_at, due.id) AS slot FROM due
 ),
 abandoned AS (
+    -- An acknowledged call was answered and heard its 1: that is its outcome.
     UPDATE voice_attempts a
-    SET finished_at = clock_timestamp(), outcome = 'unknown',
-        detail = 'lease expired before the dispatcher finished: the call may have been placed'
+    SET finished_at = clock_timestamp(),
+        outcome = CASE WHEN a.acknowledged_at IS NULL THEN 'unknown' ELSE 'acknowledged' END,
+        detail = CASE WHEN a.acknowledged_at IS NULL
+                      THEN 'lease expired before the dispatcher finished: the call may '
+                           'have been placed'
+                      ELSE 'answered; acknowledged (the dispatcher did not finish the call)'
+                 END
     FROM due
     WHERE a.id = due.lease_attempt_id AND a.finished_at IS NULL
-    RETURNING a.id
+    RETURNING a.id, a.message_id, a.acknowledged_at, a.answered_at
 ),
 attempts AS (
+    -- No call after a cancel or an acknowledgement (one that a dispatcher
+    -- which died after the key left open): the message ends instead.
     INSERT INTO voice_attempts (message_id, dispatcher, gateway)
     SELECT numbered.id, :dispatcher, slots.name
     FROM numbered JOIN slots ON slots.slot = numbered.slot
-    WHERE numbered.canceled_at IS NULL
+    WHERE numbered.canceled_at IS NULL AND numbered.acknowledged_at IS NULL
     RETURNING id, message_id, gateway
 )
 UPDATE voice_messages m
@@ -127,10 +136,16 @@ SET lease_attempt_id = attempts.id,
     due_at = CASE WHEN attempts.id IS NULL THEN NULL
                   ELSE now() + make_interval(secs => :lease_seconds) END,
     finished_at = CASE WHEN attempts.id IS NULL THEN now() ELSE m.finished_at END,
-    outcome = CASE WHEN attempts.id IS NULL THEN 'canceled' ELSE m.outcome END,
+    outcome = CASE WHEN attempts.id IS NOT NULL THEN m.outcome
+                   WHEN due.acknowledged_at IS NOT NULL THEN 'acknowledged'
+                   ELSE 'canceled' END,
+    -- The abandoned call counts when it was acknowledged: it was answered.
+    attempts_made = m.attempts_made + (ab.acknowledged_at IS NOT NULL)::int,
+    calls_made = m.calls_made + (ab.acknowledged_at IS NOT NULL)::int,
     updated_at = now()
 FROM due
 LEFT JOIN attempts ON attempts.message_id = due.id
+LEFT JOIN abandoned ab ON ab.message_id = due.id
 LEFT JOIN sound_files f ON f.account_id = due.account_id AND f.name = due.file_name
 LEFT JOIN speech_renders s ON s.stem = due.speech_stem
 WHERE m.id = due.id
@@ -180,9 +195,11 @@ n AS (
                     OR f.outcome = 'acknowledged' THEN NULL
                WHEN :retryable AND m.attempts_made < m.retries
                    THEN m.retry_interval
+               -- No repeat_interval without repeat (nor on an escalation's call): a
+               -- call not placed is tried again retry_interval later.
                WHEN m.acknowledge AND m.calls_made + (:placed::boolean)::int < m.repeat_total
                     AND (:placed::boolean OR (:retryable AND m.attempts_made - m.calls_made < 5))
-                   THEN m.repeat_interval
+                   THEN coalesce(m.repeat_interval, m.retry_interval)
            END AS next_in_minutes
     FROM finished f JOIN voice_messages m ON m.id = f.message_id
     FOR UPDATE OF m
@@ -287,19 +304,42 @@ WHERE a.id = m.lease_attempt_id AND a.finished_at IS NULL AND a.dispatcher = :di
 -- originate with an error before making the channel): the attempt is closed
 -- as 'failed' with why, but not counted in attempts_made, and the message is
 -- due again after :wait_seconds, as an SMS waits while ARI is down. A cancel
--- committed meanwhile makes it final.
+-- committed meanwhile makes it final. A refusal by a live Asterisk
+-- (:refused, a 5xx: its trouble may last, e.g. a wrong trunk name) is waited
+-- out only :refusals times in a row (no placed call between them): that one
+-- ends the message `failed` with the refusal as its cause.
 WITH closed AS (
     UPDATE voice_attempts
-    SET finished_at = clock_timestamp(), outcome = 'failed', detail = :detail
+    SET finished_at = clock_timestamp(), outcome = 'failed',
+        detail = CASE WHEN :refused::boolean THEN 'not placed, Asterisk refused: '
+                      ELSE 'not placed: ' END || :detail::text
     WHERE id = :attempt_id AND finished_at IS NULL
     RETURNING id, message_id
+),
+n AS (
+    -- Refusals before this one, since the last attempt that was not a refusal
+    -- (a placed call; a request that never reached Asterisk counts neither way).
+    SELECT c.id, c.message_id, :refused::boolean AND (
+        SELECT count(*) FROM voice_attempts r
+        WHERE r.message_id = c.message_id AND r.id < c.id
+          AND r.detail LIKE 'not placed, Asterisk refused: %'
+          AND r.id > coalesce((SELECT max(p.id) FROM voice_attempts p
+                               WHERE p.message_id = c.message_id AND p.id < c.id
+                                 AND (p.detail IS NULL OR p.detail NOT LIKE 'not placed%')),
+                              0)) + 1 >= :refusals::int AS give_up
+    FROM closed c
 )
 UPDATE voice_messages m
 SET lease_attempt_id = NULL,
-    due_at = CASE WHEN m.canceled_at IS NULL
+    due_at = CASE WHEN m.canceled_at IS NULL AND NOT n.give_up
                   THEN now() + make_interval(secs => :wait_seconds) END,
-    finished_at = CASE WHEN m.canceled_at IS NULL THEN NULL ELSE now() END,
-    outcome = CASE WHEN m.canceled_at IS NULL THEN m.outcome ELSE 'canceled' END,
+    finished_at = CASE WHEN m.canceled_at IS NULL AND NOT n.give_up THEN NULL ELSE now() END,
+    outcome = CASE WHEN m.canceled_at IS NOT NULL THEN 'canceled'
+                   WHEN n.give_up THEN 'failed' ELSE m.outcome END,
+    cause_code = CASE WHEN n.give_up THEN NULL ELSE m.cause_code END,
+    cause_text = CASE WHEN n.give_up THEN (:refusals::int)::text
+                                          || ' originates refused in a row: ' || :detail::text
+                      ELSE m.cause_text END,
     updated_at = now()
-FROM closed c
-WHERE m.id = c.message_id AND m.lease_attempt_id = c.id;
+FROM n
+WHERE m.id = n.message_id AND m.lease_attempt_id = n.id;
