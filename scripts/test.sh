@@ -23,13 +23,18 @@ done
 unit=0
 # Without the integration conftest and the schemathesis/hypothesis plugins:
 # they are most of its start-up time.
-python -m pytest "$@" --confcutdir=tests/unit -p no:schemathesis -p no:hypothesispytest \
+python -m pytest "$@" --confcutdir=tests/unit -p no:schemathesis -p no:hypothesispytest -p no:xdist \
   tests/unit || unit=$?
 if (( unit != 0 && unit != 5 )); then
   echo "test.sh: the unit tests failed; not starting the integration suite" >&2
   exit "$unit"
 fi
 rest=0
-python -m pytest "$@" --ignore=tests/unit || rest=$?
+# The integration suite mostly waits on real calls and timers: two workers
+# (pytest-xdist, whole files each, each in its own test slot) halve its time.
+workers="${AMIVONO_TEST_WORKERS:-2}"
+parallel=()
+if (( workers > 1 )); then parallel=(-n "$workers" --dist loadfile); fi
+python -m pytest "${parallel[@]}" "$@" --ignore=tests/unit || rest=$?
 if (( rest == 5 && unit == 0 )); then exit 0; fi
 exit "$rest"

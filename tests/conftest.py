@@ -17,7 +17,10 @@ import pytest
 # AMIVONO_TEST_SLOT=N moves them all, so several suites can run at once: ports
 # by N*100 (used 0 to 4; each slot's ports, gateway2's at +2 included, stay
 # within 50 of slot 0's, so any N from 0 to 9 is apart from the others).
-SLOT = int(os.environ.get("AMIVONO_TEST_SLOT", "0"))
+# Under pytest-xdist (scripts/test.sh runs the integration suite with two
+# workers) worker gwK takes slot N+K: its own database, Asterisk pair and ports.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+SLOT = int(os.environ.get("AMIVONO_TEST_SLOT", "0")) + int(_WORKER.removeprefix("gw") or 0)
 _P = SLOT * 100
 TEST_ENV = {
     "AMIVONO_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/amivono_test{SLOT or ''}",
