@@ -243,12 +243,12 @@ async def test_attempts_are_append_only(pool, client, auth):
             conn, limit=1, dispatcher="ledger", transport="none", ready=["none"],
             lease_seconds=600.0,
         )
-        await queries.sms_messages.finish_send(
+        await queries.sms_messages.finish_sends(
             conn,
-            attempt_id=row["attempt_id"],
-            outcome="sent",
-            detail="ok",
-            gateway=None,
+            attempt_ids=[row["attempt_id"]],
+            outcomes=["sent"],
+            details=["ok"],
+            gateways=[None],
             max_failures=3,
             minute_seconds=1.0,
             retry_seconds=1.0,

@@ -22,7 +22,7 @@ import pytest
 from sandbox.carrier_logs import received_calls, received_sms
 from sandbox.instances import Instance
 from sandbox.settings import SandboxSettings
-from service.store import account_numbers, inbound_messages
+from service.store import account_numbers, inbound_messages, sms_messages
 from service.store.api_keys import create_key
 from service.store.queries import queries
 
@@ -468,7 +468,7 @@ async def _in_flight(pool: asyncpg.Pool, account: Account, phone: str,
 
 
 async def _finish_sent(pool: asyncpg.Pool, attempt_id: int) -> None:
-    await queries.sms_messages.finish_send(
+    await sms_messages.finish_send(
         pool, attempt_id=attempt_id, outcome="sent", detail="handed over", gateway=None,
         max_failures=5,
         minute_seconds=1.0, retry_seconds=5.0)

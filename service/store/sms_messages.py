@@ -279,13 +279,15 @@ def render(
     return out
 
 
-async def finish_send(pool: asyncpg.Pool, **params: Any) -> asyncpg.Record | None:
-    """Record an attempt's outcome and schedule what comes next (see
-    sql/sms_messages.sql), serialized with its delivery report."""
+async def finish_send(pool: asyncpg.Pool, attempt_id: int, outcome: str, detail: str,
+                      gateway: str | None, **rules: Any) -> None:
+    """Record an attempt's outcome and schedule what comes next (finish_sends
+    in sql/sms_messages.sql, for one), serialized with its delivery report."""
     async with pool.acquire() as conn, conn.transaction():
-        await queries.sms_messages.lock_for_attempt(conn, attempt_id=params["attempt_id"])
-        row: asyncpg.Record | None = await queries.sms_messages.finish_send(conn, **params)
-        return row
+        await queries.sms_messages.lock_for_attempt(conn, attempt_id=attempt_id)
+        await queries.sms_messages.finish_sends(
+            conn, attempt_ids=[attempt_id], outcomes=[outcome], details=[detail],
+            gateways=[gateway], **rules)
 
 
 async def finish_sends(pool: asyncpg.Pool, outcomes: list[tuple[int, str, str, str | None]],

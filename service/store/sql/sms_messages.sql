@@ -117,47 +117,6 @@ SELECT m.id FROM sms_messages m JOIN sms_attempts a ON a.message_id = m.id
 WHERE a.id = :attempt_id
 FOR UPDATE OF m;
 
--- name: finish_send^
--- Records the outcome of an attempt and schedules what comes next: the next
--- repeat after repeat_interval (minutes of :minute_seconds each), a retry
--- with backoff after a failure, or nothing. A dispatcher whose lease was
--- taken over only closes its attempt: the message belongs to the new holder.
--- A send the carrier already reported undelivered (the report came first)
--- counts as failed, as record_report would have made it.
-WITH finished AS (
-    UPDATE sms_attempts
-    SET finished_at = clock_timestamp(), outcome = :outcome, detail = :detail,
-        gateway = :gateway
-    WHERE id = :attempt_id AND finished_at IS NULL
-    RETURNING id, message_id, outcome
-),
-f AS (
-    SELECT finished.id, finished.message_id, finished.outcome,
-           finished.outcome = 'sent' AND NOT EXISTS (
-               SELECT 1 FROM sms_delivery_reports r
-               WHERE r.attempt_id = finished.id AND NOT r.delivered) AS ok
-    FROM finished
-)
-UPDATE sms_messages m
-SET sent_count = m.sent_count + f.ok::int,
-    last_sent_at = CASE WHEN f.outcome = 'sent' THEN now() ELSE m.last_sent_at END,
-    failures = CASE WHEN f.ok THEN 0 ELSE m.failures + 1 END,
-    failed_at = CASE WHEN NOT f.ok AND m.failures + 1 >= :max_failures
-                     THEN now() ELSE m.failed_at END,
-    lease_attempt_id = NULL,
-    due_at = CASE
-        WHEN m.halted THEN NULL
-        WHEN f.ok AND m.sent_count + 1 >= m.repeat_total THEN NULL
-        WHEN f.ok
-            THEN now() + make_interval(secs => m.repeat_interval * :minute_seconds)
-        WHEN m.failures + 1 >= :max_failures THEN NULL
-        ELSE now() + make_interval(secs => least(300, :retry_seconds * power(2, m.failures)))
-    END,
-    updated_at = now()
-FROM f
-WHERE m.id = f.message_id AND m.lease_attempt_id = f.id
-RETURNING m.id, m.due_at;
-
 -- name: lock_for_attempts
 -- lock_for_attempt for many attempts at once (finish_sends, record_reports),
 -- in the order of the messages' ids so two such batches never deadlock.
@@ -167,9 +126,13 @@ ORDER BY m.id
 FOR UPDATE OF m;
 
 -- name: finish_sends
--- finish_send for the outcomes of many attempts in one statement (the
--- dispatcher records together the outcomes that came while its previous
--- write was in flight): the same rules, attempt by attempt.
+-- Records the outcomes of attempts (one, or those that came while the
+-- dispatcher's previous write was in flight) and schedules what comes next
+-- for each: the next repeat after repeat_interval (minutes of :minute_seconds
+-- each), a retry with backoff after a failure, or nothing. A dispatcher whose
+-- lease was taken over only closes its attempt: the message belongs to the
+-- new holder. A send the carrier already reported undelivered (the report
+-- came first) counts as failed, as record_report would have made it.
 WITH outcomes AS (
     SELECT * FROM unnest(:attempt_ids::bigint[], :outcomes::text[], :details::text[],
                          :gateways::text[]) AS o(attempt_id, outcome, detail, gateway)
