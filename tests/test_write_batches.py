@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import asyncpg
 
+from sandbox.processes import NotReady
 from service.delivery.queue_worker import WorkerContext
 from service.delivery.sms_sends import SmsWorker
 from service.domain.delivery_receipts import parse_receipt
@@ -97,13 +98,19 @@ async def test_a_batch_postgresql_refuses_is_written_one_by_one(client, auth, po
     outcomes[2] = (rows[2]["attempt_id"], "bogus", "refused", None)
     writing = asyncio.create_task(worker._write_outcomes(outcomes))
 
+    seen: list[Any] = []
+
     async def others_recorded() -> bool:
         found = await pool.fetch("SELECT outcome FROM sms_attempts WHERE id = ANY($1) "
                                  "ORDER BY id", [o[0] for o in outcomes])
-        return [f["outcome"] for f in found] == ["sent", "sent", None, "unknown"]
+        seen[:] = [f["outcome"] for f in found]
+        return seen == ["sent", "sent", None, "unknown"]
 
     try:
-        await wait_for(others_recorded, 10, what="the three others recorded")
+        try:
+            await wait_for(others_recorded, 30, what="the three others recorded")
+        except NotReady:
+            raise AssertionError(f"outcomes recorded: {seen}") from None
         assert not writing.done()  # the bad one is still retried, alone
     finally:
         writing.cancel()
