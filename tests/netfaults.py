@@ -87,24 +87,31 @@ class RequestFilterProxy:
     async def close(self) -> None:
         if self._server:
             self._server.close()
-        for task in list(self._tasks):
+        await self.close_connections()
+
+    async def close_connections(self) -> None:
+        """End every connection through the proxy (new ones are still taken)."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        up_writer: asyncio.StreamWriter | None = None
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            upstream = up_writer
 
             async def requests() -> None:
                 while data := await reader.read(65536):
                     if await self.intercept(data.split(b"\r\n", 1)[0], writer):
                         continue
-                    up_writer.write(data)
-                    await up_writer.drain()
-                up_writer.close()
+                    upstream.write(data)
+                    await upstream.drain()
+                upstream.close()
 
             async def responses() -> None:
                 while data := await up_reader.read(65536):
@@ -116,5 +123,8 @@ class RequestFilterProxy:
         except (OSError, asyncio.CancelledError):
             pass
         finally:
+            # Both ends: a cut connection is gone for Asterisk too.
             writer.close()
+            if up_writer is not None:
+                up_writer.close()
             self._tasks.discard(task)

@@ -290,58 +290,27 @@ async def test_a_call_asterisk_keeps_refusing_ends_failed_after_five_refusals(
         await proxy.close()
 
 
-class Severable:
-    """A TCP proxy in front of ARI whose connections can be cut (the event
-    WebSocket too) and new ones refused, then let through again: a node lost
-    to the dispatcher while its Asterisk, and the calls on it, go on."""
+class Severable(RequestFilterProxy):
+    """ARI whose connections can be cut (the event WebSocket too) and new
+    ones refused, then let through again: a node lost to the dispatcher
+    while its Asterisk, and the calls on it, go on."""
 
     def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
+        super().__init__(target_port)
         self.cut = False
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
+    async def intercept(self, request_line: bytes, client: asyncio.StreamWriter) -> bool:
+        return False
 
     async def sever(self) -> None:
         self.cut = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def close(self) -> None:
-        if self._server:
-            self._server.close()
-        await self.sever()
+        await self.close_connections()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.cut:
             writer.close()
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-
-            async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-                dst.close()
-
-            try:
-                await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-            finally:
-                up_writer.close()
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
+        await super()._handle(reader, writer)
 
 
 async def test_a_call_whose_timer_ran_out_while_its_node_was_lost_is_hung_up_when_it_is_back(
