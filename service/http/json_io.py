@@ -35,10 +35,9 @@ def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
     async def endpoint(request: Request) -> Response:
         state = request.app.state
-        authorization = request.headers.get("authorization")
         throttle: AuthThrottle = state.auth_throttle
         address = request.client.host if request.client else ""
-        token = bearer_token(authorization)
+        token = bearer_token(request.headers.get("authorization"))
         key_hash = hash_key(token) if token is not None else None
         wait = throttle.retry_after(address, key_hash)
         if wait is not None and throttle.claim_active_load(key_hash):
@@ -54,8 +53,7 @@ def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                           "Too many failed authentications from this address; "
                           f"retry after {wait} s", headers={"Retry-After": str(wait)})
         try:
-            account, rate = await admit(state.pool, authorization,
-                                        state.settings.rate_limit_per_hour)
+            account, rate = await admit(state.pool, key_hash, state.settings.rate_limit_per_hour)
         except Refused as refused:
             # Only a wrong key costs a query; a missing one is refused for free.
             if refused.reason is Reason.UNAUTHORIZED and token is not None:

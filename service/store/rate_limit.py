@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from service.domain.refusals import Reason, Refused
-from service.store.api_keys import Account, bearer_token, hash_key, unauthorized
+from service.store.api_keys import Account, unauthorized
 from service.store.queries import queries
 from service.store.write_batches import WriteBatch
 
@@ -66,14 +66,14 @@ async def _count(asked: list[tuple[asyncpg.Pool, bytes]]) -> list[Any]:
 _counts: WriteBatch[tuple[asyncpg.Pool, bytes], Any] = WriteBatch(_count)
 
 
-async def admit(pool: asyncpg.Pool, authorization: str | None,
+async def admit(pool: asyncpg.Pool, key_hash: bytes | None,
                 default_limit: int) -> tuple[Account, RateLimit]:
-    """The request's account, its request counted; 401 for a missing or bad
-    key, 429 once the account is past its limit (one round trip)."""
-    token = bearer_token(authorization)
-    if token is None:
+    """The account of the request's key (`hash_key` of its Bearer token, None
+    when it sent none), its request counted; 401 for a missing or bad key,
+    429 once the account is past its limit (one round trip)."""
+    if key_hash is None:
         raise unauthorized(token_given=False)
-    row = await _counts.add((pool, hash_key(token)))
+    row = await _counts.add((pool, key_hash))
     if row is None:
         raise unauthorized(token_given=True)
     account = Account(row["account_id"], row["name"], row["rate_limit_per_hour"])
