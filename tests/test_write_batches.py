@@ -101,14 +101,15 @@ async def test_a_batch_postgresql_refuses_is_written_one_by_one(client, auth, po
     seen: list[Any] = []
 
     async def others_recorded() -> bool:
-        found = await pool.fetch("SELECT outcome FROM sms_attempts WHERE id = ANY($1) "
-                                 "ORDER BY id", [o[0] for o in outcomes])
-        seen[:] = [f["outcome"] for f in found]
+        # In the order of `outcomes`: the claim numbers attempts in its own order.
+        found = dict(await pool.fetch("SELECT id, outcome FROM sms_attempts WHERE id = ANY($1)",
+                                      [o[0] for o in outcomes]))
+        seen[:] = [found.get(o[0]) for o in outcomes]
         return seen == ["sent", "sent", None, "unknown"]
 
     try:
         try:
-            await wait_for(others_recorded, 30, what="the three others recorded")
+            await wait_for(others_recorded, 10, what="the three others recorded")
         except NotReady:
             raise AssertionError(f"outcomes recorded: {seen}") from None
         assert not writing.done()  # the bad one is still retried, alone
