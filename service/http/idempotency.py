@@ -135,7 +135,7 @@ async def create_once(request: Request, account: Account, resource: str, path: s
         # (store/destination_guards.py) holds until the message is committed.
         async with pool.acquire() as conn, conn.transaction():
             out, location = await create(conn)
-        return _json(out, 201, {"Location": location})
+        return created(out, location)
     check_key(key, resource)
     reserved = await reserve(pool, account.id, key, request_hash("POST", path, body), resource)
     if isinstance(reserved, StoredResponse):
@@ -157,6 +157,11 @@ async def create_once(request: Request, account: Account, resource: str, path: s
                 lambda: release(pool, account.id, key, reserved), "idempotency key release")))
             task.add_done_callback(_releasing.discard)
         raise
+    return created(out, location)
+
+
+def created(out: dict[str, Any], location: str) -> Response:
+    """The 201 of a create, its body the new resource."""
     return _json(out, 201, {"Location": location})
 
 

@@ -34,6 +34,12 @@ def create_handler(kind: MessageKind, resource: str, parse: Parse) -> Handler:
         # Idempotency-Key finds its speech rendered already.
         rendered = await kind.prepare(parsed, settings)
 
+        batched = kind.batched(parsed)
+        if batched is not None and idempotency.HEADER not in request.headers:
+            out = await batched(state.pool, account.id, parsed, settings)
+            state.notifier.poke()
+            return idempotency.created(out, out["url"])
+
         async def store(conn: asyncpg.Connection) -> tuple[dict[str, Any], str]:
             out = await kind.create(conn, account.id, parsed, settings, rendered)
             return out, out["url"]

@@ -8,6 +8,10 @@ sends: a message with `repeat` counts once, an idempotent replay not at all.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
 from service.domain.destinations import country, country_allowed, parse_countries
 from service.domain.refusals import FieldError, Reason, Refused, validation_failed
 from service.domain.request_fields import destination_not_allowed
@@ -15,6 +19,8 @@ from service.domain.statuses import FieldCode
 from service.settings import Settings
 from service.store.database import Executor
 from service.store.queries import queries
+
+HOUR_SECONDS = 3600
 
 
 async def check(conn: Executor, account_id: int, to_number: str, settings: Settings,
@@ -28,15 +34,52 @@ async def check(conn: Executor, account_id: int, to_number: str, settings: Setti
                                                 to_number=to_number)
     row = await queries.accounts.destination_check(conn, account_id=account_id,
                                                    to_number=to_number, cap=cap)
+    refused = refusal(row, to_number, settings, resource)
+    if refused is not None:
+        raise refused
+
+
+async def check_many(conn: Executor, wanted: list[tuple[int, str]], settings: Settings,
+                     resource: str) -> list[Refused | None]:
+    """`check` for the (account, number) of each create of a batch, in order,
+    in two statements: a number's earlier creates in the batch count against
+    the cap of its later ones."""
+    cap = settings.destination_cap_per_hour
+    accounts = [account_id for account_id, _ in wanted]
+    numbers = [to_number for _, to_number in wanted]
+    if cap:
+        await queries.accounts.lock_destinations(conn, account_ids=accounts,
+                                                 to_numbers=numbers)
+    rows = {(r["account_id"], r["to_number"]): r
+            for r in await queries.accounts.destination_checks(
+                conn, account_ids=accounts, to_numbers=numbers, cap=cap)}
+    taken: Counter[tuple[int, str]] = Counter()
+    out: list[Refused | None] = []
+    for key in wanted:
+        refused = refusal(rows[key], key[1], settings, resource, taken[key])
+        if refused is None:
+            taken[key] += 1
+        out.append(refused)
+    return out
+
+
+def refusal(row: Mapping[str, Any], to_number: str, settings: Settings, resource: str,
+            taken: int = 0) -> Refused | None:
+    """What `check` refuses, from its statement's row (`taken`: creates to
+    the number already made in the same transaction, not in the row)."""
+    cap = settings.destination_cap_per_hour
     stored = row["allowed_countries"]
     allowed = parse_countries([settings.allowed_countries]) if stored is None else list(stored)
     if not country_allowed(to_number, allowed):
-        raise validation_failed([destination_not_allowed(
+        return validation_failed([destination_not_allowed(
             resource, f"{to_number} is in {country(to_number)}; this account may send to "
                       f"{' '.join(allowed)} only")])
-    if cap and row["last_hour"] >= cap:
+    if cap and row["last_hour"] + taken >= cap:
         message = (f"Destination cap reached: at most {cap} messages per hour from this "
                    f"account to {to_number}")
-        raise Refused(Reason.RATE_LIMITED, message,
-                      [FieldError(resource, "to", FieldCode.DESTINATION_CAP, message)],
-                      headers={"Retry-After": str(max(1, row["frees_in"] or 1))})
+        # No earlier message in the hour: the batch's own first frees a place.
+        frees_in = row["frees_in"] or (HOUR_SECONDS if taken else 1)
+        return Refused(Reason.RATE_LIMITED, message,
+                       [FieldError(resource, "to", FieldCode.DESTINATION_CAP, message)],
+                       headers={"Retry-After": str(max(1, frees_in))})
+    return None

@@ -25,6 +25,11 @@ Create = Callable[[asyncpg.Connection, int, Any, Settings, speech.Rendered],
                   Awaitable[dict[str, Any]]]
 Render = Callable[..., dict[str, Any]]  # (row, settings, attempts=None)
 Cancel = Callable[[Executor, int, int], Awaitable[None]]
+# Stores a parsed request (no Idempotency-Key) in a transaction shared with
+# concurrent requests and committed before it returns; None when this kind
+# or request cannot be stored that way.
+CreateBatched = Callable[[asyncpg.Pool, int, Any, Settings],
+                         Awaitable[dict[str, Any]]] | None
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class MessageKind:
     create: Create
     render: Render
     cancel: Cancel
+    batched: Callable[[Any], CreateBatched]
 
     async def load(self, conn: Executor, account_id: int, message_id: int,
                    settings: Settings) -> dict[str, Any] | None:
@@ -50,9 +56,8 @@ class MessageKind:
 
 SMS = MessageKind("sms", sms_messages.PATH, queries.sms_messages, queries.sms_attempts,
                   sms_messages.prepare, sms_messages.create, sms_messages.render,
-                  sms_messages.cancel)
+                  sms_messages.cancel, sms_messages.batched)
 VOICE = MessageKind("voice", voice_messages.PATH, queries.voice_messages,
                     queries.voice_attempts, voice_messages.prepare, voice_messages.create,
-                    voice_messages.render,
-                    voice_messages.cancel)
+                    voice_messages.render, voice_messages.cancel, lambda _: None)
 KINDS = {kind.name: kind for kind in (SMS, VOICE)}

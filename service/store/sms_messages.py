@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +22,7 @@ from service.domain.json_schema import (
     enum,
     nullable,
 )
-from service.domain.refusals import FieldError, validation_failed
+from service.domain.refusals import FieldError, Refused, validation_failed
 from service.domain.request_fields import not_owned
 from service.domain.sms_requests import RESOURCE, SmsRequest
 from service.domain.statuses import (
@@ -34,8 +37,11 @@ from service.domain.timestamps import iso
 from service.domain.tracked_links import link_for, new_token
 from service.settings import Settings
 from service.store import destination_guards, speech, voice_messages
-from service.store.database import Executor, refused_as_batch
+from service.store.database import BatchRefused, Executor, refused_as_batch
 from service.store.queries import queries
+from service.store.write_batches import WriteBatch
+
+log = logging.getLogger(__name__)
 
 PATH = "/messages/sms"
 
@@ -54,36 +60,119 @@ async def create(
     policy) or `to` opted out of the account's SMS."""
     if not ignore_opt_out:  # not for the gateway's own answer to STOP/HELP
         await destination_guards.check(conn, account_id, req.to_number, settings, RESOURCE)
+    row = _stored(account_id, req, settings, any_sender)
+    escalate = await _escalation(conn, account_id, req, settings, rendered or {})
+    created = await queries.sms_messages.create(
+        conn, **row, ignore_opt_out=ignore_opt_out, escalate=escalate)
+    if created is None:
+        raise await _refused(conn, account_id, req, row["any_sender"])
+    return render(created, settings, [])
+
+
+def _stored(account_id: int, req: SmsRequest, settings: Settings,
+            any_sender: bool = False) -> dict[str, Any]:
+    """The new row's columns (and the sender check's switch), as `create`
+    and `create_many` take them."""
     token = new_token() if req.tracked else None
     body = f"{req.text} {link_for(settings.link_base_url, token)}" if token else req.text
     measured = sms_text.measure(body)
-    escalate = await _escalation(conn, account_id, req, settings, rendered or {})
-    checks = {"account_id": account_id, "from_number": req.from_number,
-              "to_number": req.to_number,
-              "any_sender": any_sender or settings.sender_policy == "any"}
-    row = await queries.sms_messages.create(
-        conn, **checks,
-        text=req.text,
-        body=body,
-        encoding=measured.encoding,
-        segments=measured.segments,
-        repeat_total=req.repeat_total,
-        repeat_interval=req.repeat_interval,
-        link_token=token,
-        stop_on_reply=req.stop_on_reply,
-        ignore_opt_out=ignore_opt_out,
-        escalate=escalate,
-    )
-    if row is None:
-        if not await queries.phone_numbers.owns(
-                conn, account_id=account_id, from_number=req.from_number,
-                any_sender=checks["any_sender"]):
-            raise validation_failed([not_owned(RESOURCE, req.from_number)])
-        raise validation_failed([FieldError(
-            RESOURCE, "to", FieldCode.OPTED_OUT,
-            f"{req.to_number} opted out of this account's SMS (it sent STOP); "
-            "it opts back in by sending START")])
-    return render(row, settings, [])
+    return {"account_id": account_id, "from_number": req.from_number,
+            "to_number": req.to_number, "text": req.text, "body": body,
+            "encoding": measured.encoding, "segments": measured.segments,
+            "repeat_total": req.repeat_total, "repeat_interval": req.repeat_interval,
+            "link_token": token, "stop_on_reply": req.stop_on_reply,
+            "any_sender": any_sender or settings.sender_policy == "any"}
+
+
+async def _refused(conn: Executor, account_id: int, req: SmsRequest,
+                   any_sender: bool) -> Refused:
+    """Why `create` made no row: the sender is not the account's, or the
+    phone opted out."""
+    if not await queries.phone_numbers.owns(
+            conn, account_id=account_id, from_number=req.from_number,
+            any_sender=any_sender):
+        return validation_failed([not_owned(RESOURCE, req.from_number)])
+    return validation_failed([FieldError(
+        RESOURCE, "to", FieldCode.OPTED_OUT,
+        f"{req.to_number} opted out of this account's SMS (it sent STOP); "
+        "it opts back in by sending START")])
+
+
+# The columns of create_many, each an array over the batch (its SQL's names).
+_MANY = {"account_id": "account_ids", "from_number": "from_numbers",
+         "to_number": "to_numbers", "text": "texts", "body": "bodies",
+         "encoding": "encodings", "segments": "segments", "repeat_total": "repeat_totals",
+         "repeat_interval": "repeat_intervals", "link_token": "link_tokens",
+         "stop_on_reply": "stop_on_replies", "any_sender": "any_senders"}
+
+Batched = tuple[asyncpg.Pool, int, SmsRequest, Settings]
+
+
+def batched(req: SmsRequest) -> Callable[..., Awaitable[dict[str, Any]]] | None:
+    """create_batched, for what it can store: no escalation (its speech and
+    file checks write and refuse in ways one shared statement cannot)."""
+    return create_batched if req.escalate is None else None
+
+
+async def create_batched(pool: asyncpg.Pool, account_id: int, req: SmsRequest,
+                         settings: Settings) -> dict[str, Any]:
+    """`create` in its own committed transaction, for a request with no
+    Idempotency-Key: requests that come while the previous batch is being
+    written are stored together (one transaction, one statement for their
+    destination checks and one for their rows, one commit), each answered
+    once the commit is done, or refused on its own as `create` refuses it."""
+    result: dict[str, Any] = await _creates.add((pool, account_id, req, settings))
+    return result
+
+
+async def _create_many(batch: list[Batched]) -> list[dict[str, Any] | BaseException]:
+    pool, settings = batch[0][0], batch[0][3]  # one API process: one pool, one settings
+    try:
+        return await _create_together(pool, batch, settings)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        refused = refused_as_batch(exc)
+        if not isinstance(refused, BatchRefused):
+            raise
+        log.warning("storing %d SMS together failed (%s): one by one", len(batch), refused)
+    # Each on its own, as if never batched: a bad one fails alone.
+    return list(await asyncio.gather(*(_create_alone(pool, account_id, req, s)
+                                       for _, account_id, req, s in batch),
+                                     return_exceptions=True))
+
+
+async def _create_alone(pool: asyncpg.Pool, account_id: int, req: SmsRequest,
+                        settings: Settings) -> dict[str, Any]:
+    async with pool.acquire() as conn, conn.transaction():
+        return await create(conn, account_id, req, settings)
+
+
+async def _create_together(pool: asyncpg.Pool, batch: list[Batched],
+                           settings: Settings) -> list[dict[str, Any] | BaseException]:
+    out: list[dict[str, Any] | BaseException | None] = []  # None: made below
+    columns: dict[str, list[Any]] = {name: [] for name in ("places", *_MANY.values())}
+    async with pool.acquire() as conn, conn.transaction():
+        refusals = await destination_guards.check_many(
+            conn, [(account_id, req.to_number) for _, account_id, req, _ in batch],
+            settings, RESOURCE)
+        for place, ((_, account_id, req, _), refused) in enumerate(
+                zip(batch, refusals, strict=True)):
+            out.append(refused)
+            if refused is None:
+                columns["places"].append(place)
+                for column, value in _stored(account_id, req, settings).items():
+                    columns[_MANY[column]].append(value)
+        rows = {r["place"]: r for r in await queries.sms_messages.create_many(conn, **columns)}
+        for place, (_, account_id, req, _) in enumerate(batch):
+            if out[place] is not None:
+                continue
+            row = rows.get(place)
+            out[place] = (render(row, settings, []) if row is not None else
+                          await _refused(conn, account_id, req,
+                                         settings.sender_policy == "any"))
+    return [r for r in out if r is not None]
+
+
+_creates: WriteBatch[Batched, dict[str, Any]] = WriteBatch(_create_many)
 
 
 async def prepare(req: SmsRequest, settings: Settings) -> speech.Rendered:

@@ -50,3 +50,37 @@ SELECT a.allowed_countries,
        (SELECT ceil(extract(epoch FROM min(created_at) + interval '1 hour' - now()))::int
         FROM recent) AS frees_in
 FROM accounts a WHERE a.id = :account_id;
+
+-- name: lock_destinations
+-- lock_destination for every (account, number) of a batch of creates, taken
+-- in one order (the subquery's) so two batches never wait on each other in
+-- a circle.
+SELECT pg_advisory_xact_lock(k) FROM (
+    SELECT DISTINCT hashtextextended(t, a) AS k
+    FROM unnest(:to_numbers::text[], :account_ids::bigint[]) AS d (t, a)
+    ORDER BY k
+) keys;
+
+-- name: destination_checks
+-- destination_check for every (account, number) of a batch of creates, in
+-- one statement.
+SELECT d.account_id, d.to_number, a.allowed_countries, r.last_hour, r.frees_in
+FROM unnest(:account_ids::bigint[], :to_numbers::text[]) AS d (account_id, to_number)
+JOIN accounts a ON a.id = d.account_id
+CROSS JOIN LATERAL (
+    WITH recent AS (
+        (SELECT created_at FROM sms_messages
+         WHERE account_id = d.account_id AND to_number = d.to_number
+           AND created_at > now() - interval '1 hour'
+         ORDER BY created_at LIMIT :cap)
+        UNION ALL
+        (SELECT created_at FROM voice_messages
+         WHERE account_id = d.account_id AND to_number = d.to_number
+           AND created_at > now() - interval '1 hour'
+         ORDER BY created_at LIMIT :cap)
+    )
+    SELECT count(*) AS last_hour,
+           ceil(extract(epoch FROM min(created_at) + interval '1 hour' - now()))::int
+               AS frees_in
+    FROM recent
+) r;

@@ -22,6 +22,38 @@ WITH ins AS (
 )
 SELECT ins.*, 'queued'::text AS status, ins.due_at AS next_send_at FROM ins;
 
+-- name: create_many
+-- `create` for many messages in one statement (concurrent API requests
+-- stored together: sms_messages.create_batched). Each row says which of the
+-- arrays' places (:places) it was made for; a place with no row was refused
+-- as `create` refuses (sender not the account's, or the phone opted out).
+WITH wanted AS (
+    SELECT nextval(pg_get_serial_sequence('sms_messages', 'id')) AS id, w.*
+    FROM unnest(:places::int[], :account_ids::bigint[], :from_numbers::text[],
+                :to_numbers::text[], :texts::text[], :bodies::text[], :encodings::text[],
+                :segments::int[], :repeat_totals::int[], :repeat_intervals::int[],
+                :link_tokens::text[], :stop_on_replies::bool[], :any_senders::bool[])
+         AS w (place, account_id, from_number, to_number, text, body, encoding, segments,
+               repeat_total, repeat_interval, link_token, stop_on_reply, any_sender)
+    WHERE (w.any_sender OR EXISTS (
+               SELECT 1 FROM phone_numbers
+               WHERE number = w.from_number AND account_id = w.account_id))
+      AND NOT EXISTS (
+               SELECT 1 FROM opt_outs WHERE account_id = w.account_id AND phone = w.to_number)
+),
+ins AS (
+    INSERT INTO sms_messages (id, account_id, from_number, to_number, text, body, encoding,
+                              segments, repeat_total, repeat_interval, link_token,
+                              stop_on_reply, opt_out_exempt, escalate, due_at)
+    OVERRIDING SYSTEM VALUE
+    SELECT id, account_id, from_number, to_number, text, body, encoding, segments,
+           repeat_total, repeat_interval, link_token, stop_on_reply, false, NULL, now()
+    FROM wanted
+    RETURNING *
+)
+SELECT ins.*, 'queued'::text AS status, ins.due_at AS next_send_at, wanted.place
+FROM ins JOIN wanted USING (id);
+
 -- name: get^
 SELECT * FROM sms_message_view WHERE id = :id AND account_id = :account_id;
 
