@@ -17,10 +17,12 @@ import asyncpg
 import httpx
 import pytest
 
+from service.domain.refusals import Reason, Refused
 from service.domain.sms_requests import SmsRequest
 from service.settings import Settings
 from service.store import account_numbers, sms_messages
 from service.store.api_keys import create_key
+from service.store.idempotency_keys import Reservation
 from service.store.queries import queries
 
 from .conftest import LAUNCH
@@ -150,3 +152,49 @@ async def test_a_row_the_database_refuses_fails_alone(pool, db):
     assert [r["to"] for r in made] == good, made
     assert await pool.fetchval(
         "SELECT count(*) FROM sms_messages WHERE account_id = $1", account_id) == 5
+
+
+async def test_keyed_creates_share_commits_and_replay_their_own_answer(http, pool):
+    _, sender, auth = await account(pool)
+    n = 30
+    bodies = [{"from": sender, "to": number(), "message": f"keyed {i}"} for i in range(n)]
+    keyed = [{**auth, "Idempotency-Key": f"k-{i}-{time.time_ns()}"} for i in range(n)]
+    first = await asyncio.gather(*(http.post("/messages/sms", json=b, headers=h)
+                                   for b, h in zip(bodies, keyed, strict=True)))
+    assert [a.status_code for a in first] == [201] * n, [a.text for a in first]
+    assert await transactions(pool, [a.json()["id"] for a in first]) <= n // 3
+    again = await asyncio.gather(*(http.post("/messages/sms", json=b, headers=h)
+                                   for b, h in zip(bodies, keyed, strict=True)))
+    for a, b in zip(first, again, strict=True):
+        assert b.status_code == 201 and b.headers["Idempotent-Replayed"] == "true", b.text
+        assert b.json() == a.json() and b.headers["Location"] == a.headers["Location"]
+
+
+async def test_a_key_taken_over_refuses_its_request_alone(pool, db):
+    """A batch whose key was taken over by a later request must not make that
+    request's message: the batch is stored one by one, that one refused 409."""
+    account_id, sender, _ = await account(pool)
+    settings = dataclasses.replace(Settings.from_env(), sender_policy="owned")
+    reservations = []
+    for i in range(4):
+        at = await pool.fetchval(
+            "INSERT INTO idempotency_keys (account_id, key, request_hash)"
+            " VALUES ($1, $2, '\\x00') RETURNING created_at", account_id, f"t-{i}")
+        reservations.append(Reservation(account_id, f"t-{i}", at))
+    # Key t-2 taken over: its row now holds a later reservation.
+    await pool.execute("UPDATE idempotency_keys SET created_at = created_at + interval '1 s'"
+                       " WHERE account_id = $1 AND key = 't-2'", account_id)
+    good = [number() for _ in range(4)]
+    results = await asyncio.gather(*(
+        sms_messages.create_batched(pool, account_id, SmsRequest(sender, to, "hi", 1, None,
+                                                                 False), settings, r)
+        for to, r in zip(good, reservations, strict=True)), return_exceptions=True)
+    assert isinstance(results[2], Refused) and results[2].reason is Reason.CONFLICT, results
+    assert [r["to"] for i, r in enumerate(results) if i != 2] == good[:2] + good[3:]
+    made = await pool.fetch("SELECT to_number FROM sms_messages WHERE account_id = $1",
+                            account_id)
+    assert sorted(r["to_number"] for r in made) == sorted(good[:2] + good[3:])
+    stored = await pool.fetch("SELECT key, response_status FROM idempotency_keys"
+                              " WHERE account_id = $1 ORDER BY key", account_id)
+    assert [(r["key"], r["response_status"]) for r in stored] == [
+        ("t-0", 201), ("t-1", 201), ("t-2", None), ("t-3", 201)]

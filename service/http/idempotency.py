@@ -24,9 +24,10 @@ from starlette.responses import JSONResponse, Response
 from service.domain.refusals import FieldError, Reason, Refused, validation_failed
 from service.store.api_keys import Account
 from service.store.database import OUTAGE, until_back
+from service.store.idempotency_keys import HEADER as HEADER
+from service.store.idempotency_keys import Reservation, store_created
 from service.store.queries import queries
 
-HEADER = "Idempotency-Key"
 _releasing: set[asyncio.Task[None]] = set()  # releases waiting for the database
 MAX_KEY_LENGTH = 255
 
@@ -97,40 +98,30 @@ async def reserve(
     return StoredResponse(row["response_status"], body, row["response_location"])
 
 
-async def store(
-    conn: asyncpg.Connection, account_id: int, key: str, reserved_at: datetime,
-    response: StoredResponse,
-) -> None:
-    stored = await queries.idempotency_keys.store_response(
-        conn,
-        account_id=account_id,
-        key=key,
-        reserved_at=reserved_at,
-        status=response.status,
-        body=json.dumps(response.body),
-        location=response.location,
-    )
-    if stored is None:  # raised inside the creating transaction: nothing is created
-        raise Refused(Reason.CONFLICT, f"This {HEADER} was taken over by a later request; "
-                            "fetch that request's result")
-
-
 async def release(pool: asyncpg.Pool, account_id: int, key: str, reserved_at: datetime) -> None:
     await queries.idempotency_keys.release_key(
         pool, account_id=account_id, key=key, reserved_at=reserved_at)
 
 
 Create = Callable[[asyncpg.Connection], Awaitable[tuple[dict[str, Any], str]]]
+# A create committed by itself (the store's batched creates): given the key's
+# reservation (None without the header), it stores the response with the
+# resource, or refuses both.
+CreateCommitted = Callable[[Reservation | None], Awaitable[dict[str, Any]]]
 
 
 async def create_once(request: Request, account: Account, resource: str, path: str,
-                      body: Any, create: Create) -> Response:
-    """Run `create` unless this Idempotency-Key already did; answer 201 with
-    its body and Location, or replay the first answer. With a key, the
-    creation and the stored answer commit together."""
+                      body: Any, create: Create,
+                      committed: CreateCommitted | None = None) -> Response:
+    """Run `create` (or `committed`, when given) unless this Idempotency-Key
+    already did; answer 201 with its body and Location, or replay the first
+    answer. With a key, the creation and the stored answer commit together."""
     pool = request.app.state.pool
     key = request.headers.get(HEADER)
     if key is None:
+        if committed is not None:
+            out = await committed(None)
+            return created(out, out["url"])
         # A transaction all the same: the destination guard's lock
         # (store/destination_guards.py) holds until the message is committed.
         async with pool.acquire() as conn, conn.transaction():
@@ -143,10 +134,15 @@ async def create_once(request: Request, account: Account, resource: str, path: s
         if reserved.location:
             headers["Location"] = reserved.location
         return _json(reserved.body, reserved.status, headers)
+    reservation = Reservation(account.id, key, reserved)
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            out, location = await create(conn)
-            await store(conn, account.id, key, reserved, StoredResponse(201, out, location))
+        if committed is not None:
+            out = await committed(reservation)
+            location = out["url"]
+        else:
+            async with pool.acquire() as conn, conn.transaction():
+                out, location = await create(conn)
+                await store_created(conn, reservation, out, location)
     except BaseException:
         try:
             await release(pool, account.id, key, reserved)

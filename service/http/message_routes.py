@@ -5,6 +5,7 @@ over the store's message kinds (service/store/message_kinds.py)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -35,17 +36,15 @@ def create_handler(kind: MessageKind, resource: str, parse: Parse) -> Handler:
         rendered = await kind.prepare(parsed, settings)
 
         batched = kind.batched(parsed)
-        if batched is not None and idempotency.HEADER not in request.headers:
-            out = await batched(state.pool, account.id, parsed, settings)
-            state.notifier.poke()
-            return idempotency.created(out, out["url"])
+        committed = None if batched is None else functools.partial(
+            batched, state.pool, account.id, parsed, settings)
 
         async def store(conn: asyncpg.Connection) -> tuple[dict[str, Any], str]:
             out = await kind.create(conn, account.id, parsed, settings, rendered)
             return out, out["url"]
 
         response = await idempotency.create_once(
-            request, account, resource, kind.path, body, store)
+            request, account, resource, kind.path, body, store, committed)
         state.notifier.poke()  # after commit: wakes the dispatchers
         return response
 

@@ -14,6 +14,7 @@ import asyncpg
 from service.settings import Settings
 from service.store import sms_messages, speech, voice_messages
 from service.store.database import Executor
+from service.store.idempotency_keys import Reservation
 from service.store.queries import queries
 
 # Renders a parsed request's speech, before any connection is taken: the
@@ -25,10 +26,11 @@ Create = Callable[[asyncpg.Connection, int, Any, Settings, speech.Rendered],
                   Awaitable[dict[str, Any]]]
 Render = Callable[..., dict[str, Any]]  # (row, settings, attempts=None)
 Cancel = Callable[[Executor, int, int], Awaitable[None]]
-# Stores a parsed request (no Idempotency-Key) in a transaction shared with
-# concurrent requests and committed before it returns; None when this kind
-# or request cannot be stored that way.
-CreateBatched = Callable[[asyncpg.Pool, int, Any, Settings],
+# Stores a parsed request, and its response into its Idempotency-Key's
+# reservation if any, in a transaction shared with concurrent requests and
+# committed before it returns; None when this kind or request cannot be
+# stored that way.
+CreateBatched = Callable[[asyncpg.Pool, int, Any, Settings, Reservation | None],
                          Awaitable[dict[str, Any]]] | None
 
 

@@ -36,8 +36,9 @@ from service.domain.statuses import (
 from service.domain.timestamps import iso
 from service.domain.tracked_links import link_for, new_token
 from service.settings import Settings
-from service.store import destination_guards, speech, voice_messages
+from service.store import destination_guards, idempotency_keys, speech, voice_messages
 from service.store.database import BatchRefused, Executor, refused_as_batch
+from service.store.idempotency_keys import Reservation
 from service.store.queries import queries
 from service.store.write_batches import WriteBatch
 
@@ -105,7 +106,7 @@ _MANY = {"account_id": "account_ids", "from_number": "from_numbers",
          "repeat_interval": "repeat_intervals", "link_token": "link_tokens",
          "stop_on_reply": "stop_on_replies", "any_sender": "any_senders"}
 
-Batched = tuple[asyncpg.Pool, int, SmsRequest, Settings]
+Batched = tuple[asyncpg.Pool, int, SmsRequest, Settings, Reservation | None]
 
 
 def batched(req: SmsRequest) -> Callable[..., Awaitable[dict[str, Any]]] | None:
@@ -115,13 +116,16 @@ def batched(req: SmsRequest) -> Callable[..., Awaitable[dict[str, Any]]] | None:
 
 
 async def create_batched(pool: asyncpg.Pool, account_id: int, req: SmsRequest,
-                         settings: Settings) -> dict[str, Any]:
-    """`create` in its own committed transaction, for a request with no
-    Idempotency-Key: requests that come while the previous batch is being
-    written are stored together (one transaction, one statement for their
-    destination checks and one for their rows, one commit), each answered
-    once the commit is done, or refused on its own as `create` refuses it."""
-    result: dict[str, Any] = await _creates.add((pool, account_id, req, settings))
+                         settings: Settings,
+                         reservation: Reservation | None = None) -> dict[str, Any]:
+    """`create` in its own committed transaction, with the response stored
+    into the request's Idempotency-Key `reservation` if it has one. Requests
+    that come while the previous batch is being written are stored together
+    (one transaction, one statement each for their destination checks, their
+    rows and their keys' responses, one commit), each answered once the
+    commit is done, or refused on its own as `create` refuses it."""
+    result: dict[str, Any] = await _creates.add(
+        (pool, account_id, req, settings, reservation))
     return result
 
 
@@ -129,21 +133,24 @@ async def _create_many(batch: list[Batched]) -> list[dict[str, Any] | BaseExcept
     pool, settings = batch[0][0], batch[0][3]  # one API process: one pool, one settings
     try:
         return await _create_together(pool, batch, settings)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, BatchRefused) as exc:
         refused = refused_as_batch(exc)
         if not isinstance(refused, BatchRefused):
             raise
         log.warning("storing %d SMS together failed (%s): one by one", len(batch), refused)
     # Each on its own, as if never batched: a bad one fails alone.
-    return list(await asyncio.gather(*(_create_alone(pool, account_id, req, s)
-                                       for _, account_id, req, s in batch),
+    return list(await asyncio.gather(*(_create_alone(pool, a, req, s, reservation)
+                                       for _, a, req, s, reservation in batch),
                                      return_exceptions=True))
 
 
 async def _create_alone(pool: asyncpg.Pool, account_id: int, req: SmsRequest,
-                        settings: Settings) -> dict[str, Any]:
+                        settings: Settings, reservation: Reservation | None) -> dict[str, Any]:
     async with pool.acquire() as conn, conn.transaction():
-        return await create(conn, account_id, req, settings)
+        out = await create(conn, account_id, req, settings)
+        if reservation is not None:
+            await idempotency_keys.store_created(conn, reservation, out, out["url"])
+        return out
 
 
 async def _create_together(pool: asyncpg.Pool, batch: list[Batched],
@@ -152,9 +159,9 @@ async def _create_together(pool: asyncpg.Pool, batch: list[Batched],
     columns: dict[str, list[Any]] = {name: [] for name in ("places", *_MANY.values())}
     async with pool.acquire() as conn, conn.transaction():
         refusals = await destination_guards.check_many(
-            conn, [(account_id, req.to_number) for _, account_id, req, _ in batch],
+            conn, [(account_id, req.to_number) for _, account_id, req, *_ in batch],
             settings, RESOURCE)
-        for place, ((_, account_id, req, _), refused) in enumerate(
+        for place, ((_, account_id, req, *_), refused) in enumerate(
                 zip(batch, refusals, strict=True)):
             out.append(refused)
             if refused is None:
@@ -162,13 +169,22 @@ async def _create_together(pool: asyncpg.Pool, batch: list[Batched],
                 for column, value in _stored(account_id, req, settings).items():
                     columns[_MANY[column]].append(value)
         rows = {r["place"]: r for r in await queries.sms_messages.create_many(conn, **columns)}
-        for place, (_, account_id, req, _) in enumerate(batch):
+        keyed: list[tuple[Reservation, dict[str, Any]]] = []
+        for place, (_, account_id, req, _, reservation) in enumerate(batch):
             if out[place] is not None:
                 continue
             row = rows.get(place)
-            out[place] = (render(row, settings, []) if row is not None else
-                          await _refused(conn, account_id, req,
-                                         settings.sender_policy == "any"))
+            if row is None:
+                out[place] = await _refused(conn, account_id, req,
+                                            settings.sender_policy == "any")
+                continue
+            out[place] = made = render(row, settings, [])
+            if reservation is not None:
+                keyed.append((reservation, made))
+        if keyed and not await idempotency_keys.store_created_many(conn, keyed):
+            # A key taken over by a later request: its message must not be
+            # made. Rare; one by one, that request alone is refused.
+            raise BatchRefused("an Idempotency-Key was taken over")
     return [r for r in out if r is not None]
 
 

@@ -36,3 +36,13 @@ WHERE account_id = :account_id AND key = :key AND created_at = :reserved_at
 
 -- name: purge_expired!
 DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours';
+
+-- name: store_responses
+-- store_response (status 201) for many reservations in one statement.
+UPDATE idempotency_keys k
+SET response_status = 201, response_body = s.body::jsonb, response_location = s.location
+FROM unnest(:account_ids::bigint[], :keys::text[], :reserved_ats::timestamptz[],
+            :bodies::text[], :locations::text[]) AS s (account_id, key, reserved_at, body,
+                                                     location)
+WHERE k.account_id = s.account_id AND k.key = s.key AND k.created_at = s.reserved_at
+RETURNING k.key;
