@@ -9,7 +9,8 @@ def iso(value: datetime | None) -> str | None:
     """ISO 8601 in UTC, to the second, as the spec writes it."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: a tenth of the time, and the API writes many.
+    return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def iso_ms(value: datetime) -> str:
