@@ -10,6 +10,7 @@ import dataclasses
 import os
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from service.store.api_keys import create_key
 from service.store.idempotency_keys import Reservation
 from service.store.queries import queries
 
+from .audio import tone
 from .conftest import LAUNCH
 from .test_audio_uploads import free_port
 
@@ -198,3 +200,70 @@ async def test_a_key_taken_over_refuses_its_request_alone(pool, db):
                               " WHERE account_id = $1 ORDER BY key", account_id)
     assert [(r["key"], r["response_status"]) for r in stored] == [
         ("t-0", 201), ("t-1", 201), ("t-2", None), ("t-3", 201)]
+
+
+async def test_a_create_refused_for_its_sender_takes_no_place_under_the_cap(pool, db):
+    """Alone, a create from a number not the account's is 422 and counts for
+    nothing: in a batch it must not fill the cap that the batch's later,
+    valid creates to the same phone are then refused with (429)."""
+    account_id, sender, _ = await account(pool)
+    settings = dataclasses.replace(Settings.from_env(), sender_policy="owned",
+                                   destination_cap_per_hour=2)
+    to, stranger = number(), number()
+    results = await asyncio.gather(*(
+        sms_messages.create_batched(pool, account_id, SmsRequest(s, to, "hi", 1, None, False),
+                                    settings)
+        for s in [stranger, stranger, sender, sender]), return_exceptions=True)
+    for refused in results[:2]:
+        assert isinstance(refused, Refused) and refused.reason is Reason.INVALID, refused
+        assert [(e.field, e.code) for e in refused.errors] == [("from", "not_owned")]
+    assert [r["from"] for r in results[2:] if isinstance(r, dict)] == [sender] * 2, results
+    assert await pool.fetchval(
+        "SELECT count(*) FROM sms_messages WHERE account_id = $1", account_id) == 2
+
+
+@pytest.fixture(scope="module")
+async def two_processes(db: str) -> AsyncIterator[str]:
+    """An API of two processes (AMIVONO_API_WORKERS=2), the same cap."""
+    port = free_port()
+    proc = await LAUNCH.api("api-batched-2", port, env={
+        "AMIVONO_API_WORKERS": "2", "AMIVONO_DESTINATION_CAP_PER_HOUR": str(CAP)})
+    yield f"http://127.0.0.1:{port}"
+    await asyncio.to_thread(proc.stop)
+
+
+async def test_two_api_processes_keep_the_cap_over_batches_and_single_creates(
+        two_processes, pool):
+    """Batches of both processes and the one-transaction path (voice, SMS
+    with escalate) to the same phones at once: exactly the cap is accepted
+    for each phone, the rest 429, none waits on another in a circle (500)."""
+    _, _, auth = await account(pool)
+    sender = "+46736265400"  # the default `any` sender policy
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=two_processes, timeout=30, limits=limits) as c:
+        put = await c.put("/files/tone.wav", content=tone(440, 0.5), headers=auth)
+        assert put.status_code == 201, put.text
+        phones = [number() for _ in range(8)]
+        sms = {"from": sender, "message": "x"}
+        wanted: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        for to in phones:
+            wanted += [("/messages/sms", {**sms, "to": to}, {})] * 8
+            wanted += [("/messages/sms", {**sms, "to": to}, {"Idempotency-Key": f"{to}-{i}"})
+                       for i in range(3)]
+            wanted += [("/messages/voice", {"from": sender, "to": to, "file": "tone.wav"},
+                        {})] * 2
+            wanted += [("/messages/sms", {**sms, "to": to, "repeat": 2, "repeat_interval": 5,
+                                          "escalate": {"after": 1, "file": "tone.wav"}}, {})] * 2
+        secrets.SystemRandom().shuffle(wanted)
+        answers = await asyncio.gather(*(c.post(path, json=body, headers={**auth, **more})
+                                         for path, body, more in wanted))
+    said: dict[str, Counter[int]] = {to: Counter() for to in phones}
+    for (_, body, _), answer in zip(wanted, answers, strict=True):
+        assert answer.status_code in (201, 429), answer.text
+        said[body["to"]][answer.status_code] += 1
+    assert all(said[to][201] == CAP for to in phones), said
+    made = await pool.fetch(
+        "SELECT to_number, count(*) AS n FROM (SELECT to_number FROM sms_messages UNION ALL"
+        " SELECT to_number FROM voice_messages) m WHERE to_number = ANY($1::text[])"
+        " GROUP BY to_number", phones)
+    assert sorted((r["to_number"], r["n"]) for r in made) == sorted((to, CAP) for to in phones)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from service.domain.destinations import country, country_allowed, parse_countries
@@ -39,27 +40,46 @@ async def check(conn: Executor, account_id: int, to_number: str, settings: Setti
         raise refused
 
 
-async def check_many(conn: Executor, wanted: list[tuple[int, str]], settings: Settings,
-                     resource: str) -> list[Refused | None]:
-    """`check` for the (account, number) of each create of a batch, in order,
-    in two statements: a number's earlier creates in the batch count against
-    the cap of its later ones."""
+# A create of a batch as check_many takes it: (account, to, from, any_sender).
+Wanted = tuple[int, str, str, bool]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """check_many's answer for one create."""
+    refused: Refused | None  # what `check` refuses
+    owned: bool  # its sender is the account's (or any may send)
+    opted_out: bool  # `to` sent STOP to the account
+
+    @property
+    def makes_row(self) -> bool:
+        return self.owned and not self.opted_out
+
+
+async def check_many(conn: Executor, wanted: list[Wanted], settings: Settings,
+                     resource: str) -> list[Checked]:
+    """`check` for each create of a batch, in order, in two statements: a
+    number's earlier creates in the batch count against the cap of its later
+    ones, except those that will make no row (sender not the account's, or
+    `to` opted out), as if each had come alone."""
     cap = settings.destination_cap_per_hour
-    accounts = [account_id for account_id, _ in wanted]
-    numbers = [to_number for _, to_number in wanted]
+    accounts = [w[0] for w in wanted]
+    numbers = [w[1] for w in wanted]
     if cap:
         await queries.accounts.lock_destinations(conn, account_ids=accounts,
                                                  to_numbers=numbers)
-    rows = {(r["account_id"], r["to_number"]): r
-            for r in await queries.accounts.destination_checks(
-                conn, account_ids=accounts, to_numbers=numbers, cap=cap)}
+    rows = await queries.accounts.destination_checks(
+        conn, account_ids=accounts, to_numbers=numbers, from_numbers=[w[2] for w in wanted],
+        any_senders=[w[3] for w in wanted], cap=cap)
     taken: Counter[tuple[int, str]] = Counter()
-    out: list[Refused | None] = []
-    for key in wanted:
-        refused = refusal(rows[key], key[1], settings, resource, taken[key])
-        if refused is None:
+    out: list[Checked] = []
+    for (account_id, to_number, *_), row in zip(wanted, rows, strict=True):
+        key = (account_id, to_number)
+        refused = refusal(row, to_number, settings, resource, taken[key])
+        checked = Checked(refused, row["owned"], row["opted_out"])
+        if refused is None and checked.makes_row:
             taken[key] += 1
-        out.append(refused)
+        out.append(checked)
     return out
 
 

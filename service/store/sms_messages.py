@@ -89,9 +89,13 @@ async def _refused(conn: Executor, account_id: int, req: SmsRequest,
                    any_sender: bool) -> Refused:
     """Why `create` made no row: the sender is not the account's, or the
     phone opted out."""
-    if not await queries.phone_numbers.owns(
-            conn, account_id=account_id, from_number=req.from_number,
-            any_sender=any_sender):
+    return _refusal(req, await queries.phone_numbers.owns(
+        conn, account_id=account_id, from_number=req.from_number, any_sender=any_sender))
+
+
+def _refusal(req: SmsRequest, owned: bool) -> Refused:
+    """`_refused`, knowing whether the sender is the account's."""
+    if not owned:
         return validation_failed([not_owned(RESOURCE, req.from_number)])
     return validation_failed([FieldError(
         RESOURCE, "to", FieldCode.OPTED_OUT,
@@ -157,12 +161,18 @@ async def _create_together(pool: asyncpg.Pool, batch: list[Batched],
                            settings: Settings) -> list[dict[str, Any] | BaseException]:
     out: list[dict[str, Any] | BaseException | None] = []  # None: made below
     columns: dict[str, list[Any]] = {name: [] for name in ("places", *_MANY.values())}
+    any_sender = settings.sender_policy == "any"
     async with pool.acquire() as conn, conn.transaction():
-        refusals = await destination_guards.check_many(
-            conn, [(account_id, req.to_number) for _, account_id, req, *_ in batch],
-            settings, RESOURCE)
-        for place, ((_, account_id, req, *_), refused) in enumerate(
-                zip(batch, refusals, strict=True)):
+        checks = await destination_guards.check_many(
+            conn, [(account_id, req.to_number, req.from_number, any_sender)
+                   for _, account_id, req, *_ in batch], settings, RESOURCE)
+        for place, ((_, account_id, req, *_), checked) in enumerate(
+                zip(batch, checks, strict=True)):
+            # One that makes no row is refused here: it took no place under
+            # the cap, so create_many must not make it (even if its sender
+            # became the account's meanwhile).
+            refused = checked.refused or (
+                None if checked.makes_row else _refusal(req, checked.owned))
             out.append(refused)
             if refused is None:
                 columns["places"].append(place)
@@ -175,8 +185,7 @@ async def _create_together(pool: asyncpg.Pool, batch: list[Batched],
                 continue
             row = rows.get(place)
             if row is None:
-                out[place] = await _refused(conn, account_id, req,
-                                            settings.sender_policy == "any")
+                out[place] = await _refused(conn, account_id, req, any_sender)
                 continue
             out[place] = made = render(row, settings, [])
             if reservation is not None:

@@ -62,10 +62,20 @@ SELECT pg_advisory_xact_lock(k) FROM (
 ) keys;
 
 -- name: destination_checks
--- destination_check for every (account, number) of a batch of creates, in
--- one statement.
-SELECT d.account_id, d.to_number, a.allowed_countries, r.last_hour, r.frees_in
-FROM unnest(:account_ids::bigint[], :to_numbers::text[]) AS d (account_id, to_number)
+-- destination_check for each create of a batch, one row per create in the
+-- arrays' order (place), in one statement; with whether `create` would make
+-- its row (owned: its sender is the account's or :any_senders; opted_out:
+-- `to` sent STOP), so a create refused for those takes no place under the
+-- cap of the batch's later creates.
+SELECT d.place, a.allowed_countries, r.last_hour, r.frees_in,
+       (d.any_sender OR EXISTS (
+            SELECT 1 FROM phone_numbers
+            WHERE number = d.from_number AND account_id = d.account_id)) AS owned,
+       EXISTS (SELECT 1 FROM opt_outs
+               WHERE account_id = d.account_id AND phone = d.to_number) AS opted_out
+FROM unnest(:account_ids::bigint[], :to_numbers::text[], :from_numbers::text[],
+            :any_senders::bool[])
+     WITH ORDINALITY AS d (account_id, to_number, from_number, any_sender, place)
 JOIN accounts a ON a.id = d.account_id
 CROSS JOIN LATERAL (
     WITH recent AS (
@@ -83,4 +93,5 @@ CROSS JOIN LATERAL (
            ceil(extract(epoch FROM min(created_at) + interval '1 hour' - now()))::int
                AS frees_in
     FROM recent
-) r;
+) r
+ORDER BY d.place;
