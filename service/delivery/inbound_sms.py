@@ -188,12 +188,15 @@ class InboundSms:
         if not reports:
             return
         # One read for the chunk: those recorded already (by their sender,
-        # over ARI, within the grace) cost nothing more.
-        recorded = {row["attempt_id"] for row in await queries.sms_delivery_reports.recorded(
-            self.pool, attempt_ids=list(reports))}
-        await asyncio.gather(*(self._report(receipt, body, replayed=True)
-                               for ref, (receipt, body) in reports.items()
-                               if ref not in recorded))
+        # over ARI, within the grace) and those naming no attempt cost
+        # nothing more.
+        reported = {row["attempt_id"]: row["reported"]
+                    for row in await queries.sms_delivery_reports.reported(
+                        self.pool, attempt_ids=list(reports))}
+        for ref in reports.keys() - reported.keys():
+            self._unmatched(ref)
+        await asyncio.gather(*(self._report(reports[ref][0], reports[ref][1], replayed=True)
+                               for ref, done in reported.items() if not done))
 
     @staticmethod
     def _is_report(flag: str | None) -> bool:
@@ -235,12 +238,14 @@ class InboundSms:
         metrics.REPORTS.labels("malformed").inc()
         log.warning("delivery report dropped (%s): not a receipt: %r", where, body[:80])
 
+    def _unmatched(self, ref: int) -> None:
+        metrics.REPORTS.labels("duplicate or unmatched").inc()
+        log.info("delivery report for attempt %s: duplicate or no such attempt", ref)
+
     async def _report(self, receipt: Receipt, body: str, replayed: bool = False) -> None:
         row = await self.reports.add((receipt, body))
         if row is None:
-            metrics.REPORTS.labels("duplicate or unmatched").inc()
-            log.info("delivery report for attempt %s: duplicate or no such attempt",
-                     receipt.ref)
+            self._unmatched(receipt.ref)
             return
         result = "delivered" if receipt.delivered else "undelivered"
         metrics.REPORTS.labels(result).inc()
