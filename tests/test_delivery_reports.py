@@ -12,6 +12,7 @@ import signal
 import time
 from typing import Any
 
+import asyncpg
 import httpx
 
 from sandbox.processes import Proc
@@ -51,6 +52,18 @@ def report_writes(procs: list[Proc]) -> dict[str, list[int]]:
     return found
 
 
+async def reported(pool: asyncpg.Pool, ids: list[int]) -> list[Any]:
+    """The attempts of these SMS, once each has its report."""
+
+    async def all_reported() -> list[Any]:
+        rows = await pool.fetch(
+            "SELECT a.id FROM sms_attempts a JOIN sms_delivery_reports r"
+            " ON r.attempt_id = a.id WHERE a.message_id = ANY($1::bigint[])", ids)
+        return rows if len(rows) == len(ids) else []
+
+    return list(await wait_for(all_reported, 30, what=f"{len(ids)} reports"))
+
+
 async def subscribed(*procs: Proc) -> None:
     for proc in procs:
         await wait_for(lambda p=proc: "inbound SMS: subscribed" in p.log(), 30,
@@ -61,15 +74,12 @@ async def test_two_dispatchers_write_each_report_once(client, auth, pool, sandbo
     procs = [start_dispatcher(f"once-{x}-{time.time_ns()}") for x in "ab"]
     try:
         await subscribed(*procs)
+        # Until its replay has found the inbox file (a fresh gateway has none
+        # before its first inbound SMS), a dispatcher records every report.
+        await reported(pool, [await post(client, auth, "+46736265499")])
+        await asyncio.sleep(1.5)
         ids = [await post(client, auth, f"+4673{6265500 + i:07d}") for i in range(30)]
-
-        async def all_delivered() -> list[Any]:
-            rows = await pool.fetch(
-                "SELECT a.id, a.dispatcher FROM sms_attempts a JOIN sms_delivery_reports r"
-                " ON r.attempt_id = a.id WHERE a.message_id = ANY($1::bigint[])", ids)
-            return rows if len(rows) == len(ids) else []
-
-        attempts = await wait_for(all_delivered, 30, what="30 reports")
+        attempts = await reported(pool, ids)
         # Past the replay's grace: it has read these lines by now, and found
         # them recorded.
         await asyncio.sleep(5)
@@ -88,6 +98,7 @@ async def test_a_report_whose_sender_was_killed_is_recorded_by_the_survivor(
     survivor: Proc | None = None
     try:
         await subscribed(sender)
+        await reported(pool, [await post(client, auth, "+46736265499")])  # an inbox file
         message_id = await post(client, auth, SILENT)
 
         async def sent() -> Any:
@@ -98,6 +109,7 @@ async def test_a_report_whose_sender_was_killed_is_recorded_by_the_survivor(
         attempt = await wait_for(sent, 20, what="sent")
         survivor = start_dispatcher(f"survivor-{time.time_ns()}")
         await subscribed(survivor)
+        await asyncio.sleep(1.5)  # its replay has found the inbox file
         sender.signal(signal.SIGKILL)
         sender.wait()
         # The carrier's report comes now: only the survivor hears it.

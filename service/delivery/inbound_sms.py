@@ -15,8 +15,9 @@ over ARI only the dispatcher that sent its attempt records it (`mine`); the
 replay, done by one dispatcher at a time, reads a line only once it is
 REPORT_GRACE_SECONDS old and writes the reports that are still missing then
 (the sender died or lost its ARI connection, or the attempt is not one this
-process remembers). Without an inbox file every dispatcher records every
-report it hears, as nothing else would.
+process remembers). Until the replay has found the inbox file (none
+configured, none yet, or a path this host cannot see) every dispatcher
+records every report it hears, as nothing else would.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class InboundSms:
         # written together, in one transaction (write_batches.py).
         self.reports: WriteBatch[tuple[Receipt, str], Any] = WriteBatch(self._write_reports)
         self.inbox_size = AgedSize(REPORT_GRACE_SECONDS)
+        self.inbox_seen = False  # the last replay found the file: it is the safety net
 
     async def subscribe(self, ari: AriClient, trunk: str) -> None:
         """After every ARI (re)connection to a node: hear what its trunk delivers."""
@@ -123,11 +125,11 @@ class InboundSms:
             try:
                 receipt = parse_receipt(body)
             except NotAReceipt:
-                if not self.settings.sms_inbox:
+                if not self.inbox_seen:
                     self._malformed(body, "ARI")
                 return  # the replay says so, once
             # Another dispatcher's attempt is left to it (and to the replay).
-            if self.mine(receipt.ref) or not self.settings.sms_inbox:
+            if self.mine(receipt.ref) or not self.inbox_seen:
                 await self._report(receipt, body)
             return
         await self.handle(str(message.get("from") or ""), str(message.get("to") or ""),
@@ -144,7 +146,11 @@ class InboundSms:
         try:
             f = open(path, "rb")  # noqa: ASYNC230, SIM115 (a local file, read in small steps)
         except FileNotFoundError:
+            if self.inbox_seen:
+                log.warning("inbox %s is gone: every report heard is recorded here", path)
+            self.inbox_seen = False
             return
+        self.inbox_seen = True
         with f:
             stat = os.fstat(f.fileno())
             inode = stat.st_ino
