@@ -104,7 +104,9 @@ class InboundSms:
         # written together, in one transaction (write_batches.py).
         self.reports: WriteBatch[tuple[Receipt, str], Any] = WriteBatch(self._write_reports)
         self.inbox_size = AgedSize(REPORT_GRACE_SECONDS)
-        self.inbox_seen = False  # the last replay found the file: it is the safety net
+        # The file is there (the last replay found it): it is the safety net.
+        # Checked at once too: the first replay comes after the first sends.
+        self.inbox_seen = bool(settings.sms_inbox) and os.path.exists(settings.sms_inbox)
 
     async def subscribe(self, ari: AriClient, trunk: str) -> None:
         """After every ARI (re)connection to a node: hear what its trunk delivers."""
