@@ -81,7 +81,7 @@ class Dispatcher:
             for worker in workers:
                 worker.wake.set()
 
-        inbound = InboundSms(s, pool, gateways, sms.wake.set)
+        inbound = InboundSms(s, pool, gateways, sms.wake.set, sms.sent.take)
         handling: set[asyncio.Task[None]] = set()
 
         def handled(task: asyncio.Task[None]) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import OrderedDict
 
 from service import metrics
 from service.delivery.queue_worker import Job, QueueWorker, WorkerContext
@@ -19,6 +20,27 @@ from service.store.queries import queries
 from service.store.write_batches import WriteBatch
 
 log = logging.getLogger(__name__)
+
+
+class SentAttempts:
+    """The attempts this process claimed whose delivery report has not been
+    heard yet: over ARI it records only those (inbound_sms.py). Bounded: one
+    older than `horizon` seconds, or past `limit`, is forgotten, and its late
+    report recorded by the inbox replay instead."""
+
+    def __init__(self, horizon: float = 300.0, limit: int = 100_000) -> None:
+        self.horizon, self.limit = horizon, limit
+        self._claimed: OrderedDict[int, float] = OrderedDict()  # in claim order
+
+    def add(self, attempt_id: int, now: float) -> None:
+        self._claimed[attempt_id] = now
+        while self._claimed and (len(self._claimed) > self.limit
+                                 or now - next(iter(self._claimed.values())) > self.horizon):
+            self._claimed.popitem(last=False)
+
+    def take(self, attempt_id: int) -> bool:
+        """Whether it was ours; it is forgotten (a report comes once)."""
+        return self._claimed.pop(attempt_id, None) is not None
 
 
 class SmsWorker(QueueWorker):
@@ -38,6 +60,7 @@ class SmsWorker(QueueWorker):
         # written together (write_batches.py): one transaction for many sends.
         self.outcomes: WriteBatch[tuple[int, str, str, str | None], None] = WriteBatch(
             self._write_outcomes)
+        self.sent = SentAttempts()
 
     def ready(self) -> bool:
         return any(t.ready() for t in self.transports.values())
@@ -58,6 +81,7 @@ class SmsWorker(QueueWorker):
                 continue  # stopped while leased: it only left the queue
             sms = OutgoingSms(row["id"], row["attempt_id"], row["from_number"],
                               row["to_number"], row["body"])
+            self.sent.add(sms.attempt_id, claimed)
             jobs.append(functools.partial(self._send, sms, row["transport"], claimed))
         return len(rows), jobs
 
@@ -76,6 +100,8 @@ class SmsWorker(QueueWorker):
                               sms.message_id)
                 result = SendResult("failed", f"transport error: {type(exc).__name__}: {exc}")
         metrics.CLAIM_TO_SEND.labels("sms").observe(time.monotonic() - claimed)
+        if result.outcome != "sent":
+            self.sent.take(sms.attempt_id)  # no report will come
         metrics.SENDS.labels("sms", result.outcome).inc()
         if result.gateway is not None:
             metrics.GATEWAY_SENDS.labels(result.gateway, "sms", result.outcome).inc()

@@ -1,17 +1,17 @@
 -- How far the gateway's inbox file has been read.
 
--- name: get^
-SELECT inode, "offset" FROM inbox_offsets WHERE path = :path;
+-- name: ensure!
+-- The row replay_for locks (a new file starts at 0).
+INSERT INTO inbox_offsets (path, inode, "offset") VALUES (:path, :inode, 0)
+ON CONFLICT (path) DO NOTHING;
 
--- name: advance!
--- Never backwards: two dispatchers reading the same lines both store them
--- once (by SIP request) and the further offset wins. A new inode replaces.
-INSERT INTO inbox_offsets AS o (path, inode, "offset") VALUES (:path, :inode, :offset)
-ON CONFLICT (path) DO UPDATE SET
-    inode = EXCLUDED.inode,
-    "offset" = CASE WHEN o.inode = EXCLUDED.inode
-                    THEN greatest(o."offset", EXCLUDED."offset") ELSE EXCLUDED."offset" END;
+-- name: replay_for^
+-- Taken for the whole replay of a chunk, in its transaction: one dispatcher
+-- replays at a time, and the others skip (no row) rather than replay the
+-- same lines concurrently and write their reports twice.
+SELECT inode, "offset" FROM inbox_offsets WHERE path = :path FOR UPDATE SKIP LOCKED;
 
--- name: reset!
--- The file was truncated in place: read it again from its start.
-UPDATE inbox_offsets SET "offset" = 0 WHERE path = :path AND inode = :inode;
+-- name: set_to!
+-- By the holder of replay_for's lock only: where the next replay starts (a
+-- new inode, or 0 after a truncation, replaces).
+UPDATE inbox_offsets SET inode = :inode, "offset" = :offset WHERE path = :path;
