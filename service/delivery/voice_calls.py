@@ -359,7 +359,10 @@ class VoiceWorker(QueueWorker):
         elif kind == "ChannelDtmfReceived":
             await self._key(call, str(event.get("digit", "")))
         elif kind == "ChannelDestroyed":
-            call.finish(classify(call, event.get("cause"), event.get("cause_txt")))
+            # Once our timer has run out, its end is the call's: the
+            # reconcile's hangup brings this event too, often before the
+            # hangup's own response.
+            call.finish(call.overdue or classify(call, event.get("cause"), event.get("cause_txt")))
 
     async def _play(self, call: Call, media: str | None, name: str) -> None:
         call.playback_id = f"{call.channel_id}-{name}"
