@@ -363,3 +363,84 @@ async def test_a_call_whose_timer_ran_out_while_its_node_was_lost_is_hung_up_whe
     finally:
         d.stop()
         await proxy.close()
+
+
+class HoldsTheHangup(Severable):
+    """Severable, but while cut it takes the first hangup (DELETE of a
+    channel) and holds it, unanswered, until `release`: the node can come
+    back while our timer's hangup is still under way, and that hangup then
+    fails (its one retry by aiohttp, an idempotent DELETE, too)."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+        self.refuse = 0  # hangups still to cut once let through
+
+    async def intercept(self, request_line: bytes, client: asyncio.StreamWriter) -> bool:
+        if self.refuse and request_line.startswith(b"DELETE /ari/channels/"):
+            self.refuse -= 1
+            client.close()
+            return True
+        return False
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut and not self.held.is_set():
+            first = await reader.read(65536)
+            if first.startswith(b"DELETE /ari/channels/"):
+                self.held.set()
+                await self.release.wait()
+                self.refuse = 1
+            writer.close()
+            return
+        await super()._handle(reader, writer)
+
+
+async def test_a_call_whose_node_came_back_while_the_timers_hangup_failed_is_hung_up(
+        client, auth, pool, carrier, gateway):
+    """Our timer runs out while the node is lost; its hangup is under way
+    when the node comes back, and its reconcile passes the call by (the
+    timer had not yet kept its end on the call). The hangup then fails: the
+    node is back, so it is made again, and the channel does not stay up."""
+    await upload(client, auth, "overdue.wav", tone(440, 3.0))
+    proxy = HoldsTheHangup(ARI_PORT)
+    port = await proxy.start()
+    to = phone()
+    d = start_dispatcher(f"ari-held-{time.time_ns()}", AMIVONO_DIAL_TIMEOUT="2",
+                         AMIVONO_GATEWAY_LOST_SECONDS="300",
+                         AMIVONO_ARI_URL=f"http://127.0.0.1:{port}/ari")
+    try:
+        await wait_for(lambda: "voice: connected" in d.log(), 60, what="voice connected")
+        r = await client.post("/messages/voice", headers=auth, json={
+            "from": "+46736265400", "to": to, "file": "overdue.wav", "retries": 0})
+        assert r.status_code == 201, r.text
+        message_id = r.json()["id"]
+
+        async def answered() -> bool:
+            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+            return bool(m["attempts"] and m["attempts"][-1]["answered_at"])
+
+        await wait_for(answered, 30, interval=0.1, what="the call answered")
+        await proxy.sever()
+        await wait_for(proxy.held.is_set, 90, interval=0.5, what="the timer's hangup")
+        proxy.cut = False
+        await wait_for(lambda: "reconciled 1 calls" in d.log(), 30, interval=0.2,
+                       what="the reconcile, while the hangup is held")
+        assert not [c for c in received_calls(carrier) if c["to"] == to]  # still up
+        proxy.release.set()  # the timer's hangup fails
+        await wait_for(lambda: "hangup of amivono-call-" in d.log(), 10, interval=0.2,
+                       what="the timer's hangup to fail")
+
+        async def final() -> dict:
+            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+            return m if m["outcome"] is not None else {}
+
+        m = await wait_for(final, 30, what="the call to end")
+        [attempt] = m["attempts"]
+        assert attempt["detail"] == "the playback did not finish in time (our timer)", attempt
+        await wait_for(lambda: [c for c in received_calls(carrier) if c["to"] == to], 10,
+                       what="the carrier's record of the call's end")
+        assert d.alive(), d.log()[-3000:]
+    finally:
+        d.stop()
+        await proxy.close()

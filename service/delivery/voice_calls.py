@@ -240,25 +240,30 @@ class VoiceWorker(QueueWorker):
         except TimeoutError:
             pass
         if not call.answered:
-            late = CallEnd("no-answer", None, None,
-                           f"no answer within {ring_deadline:g} s (our timer)", True)
-            if not await self._hangup(call) and self._node_lost(call):
-                # The node is gone: node_lost's timer or the reconcile ends it.
-                call.overdue = late
-                return await asyncio.shield(call.end)
-            return await self._grace(call, late)
+            return await self._timed_out(call, CallEnd(
+                "no-answer", None, None, f"no answer within {ring_deadline:g} s (our timer)",
+                True))
         # Answered: allow the file's length (and the acknowledgement's) plus a
         # margin to play and hang up.
         try:
             return await asyncio.wait_for(asyncio.shield(call.end),
                                           call.answered_seconds(s.ack_seconds))
         except TimeoutError:
-            late = CallEnd("failed", None, None,
-                           "the playback did not finish in time (our timer)", False)
-            if not await self._hangup(call) and self._node_lost(call):
-                call.overdue = late
+            return await self._timed_out(call, CallEnd(
+                "failed", None, None, "the playback did not finish in time (our timer)", False))
+
+    async def _timed_out(self, call: Call, late: CallEnd) -> CallEnd:
+        """Our timer ran out: hang up, and end with `late` if no event ends it."""
+        if not await self._hangup(call):
+            # Not reached: `late` is kept on the call, so the reconcile hangs
+            # the channel up when the node is back and it ends with `late`.
+            call.overdue = late
+            if self._node_lost(call):  # node_lost's timer or the reconcile ends it
                 return await asyncio.shield(call.end)
-            return await self._grace(call, late)
+            # Back already: its reconcile may have passed the call by while
+            # our hangup was failing, and nothing else would hang it up.
+            await self._hangup(call)
+        return await self._grace(call, late)
 
     async def _grace(self, call: Call, fallback: CallEnd) -> CallEnd:
         try:
@@ -359,7 +364,10 @@ class VoiceWorker(QueueWorker):
         elif kind == "ChannelDtmfReceived":
             await self._key(call, str(event.get("digit", "")))
         elif kind == "ChannelDestroyed":
-            call.finish(classify(call, event.get("cause"), event.get("cause_txt")))
+            # Once our timer has run out, its end is the call's: the
+            # reconcile's hangup brings this event too, often before the
+            # hangup's own response.
+            call.finish(call.overdue or classify(call, event.get("cause"), event.get("cause_txt")))
 
     async def _play(self, call: Call, media: str | None, name: str) -> None:
         call.playback_id = f"{call.channel_id}-{name}"
