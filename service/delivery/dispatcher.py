@@ -22,6 +22,7 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from service import metrics
+from service.collector import collect_less
 from service.delivery.gateway_pool import GatewayPool, Node
 from service.delivery.inbound_sms import InboundSms
 from service.delivery.queue_worker import FailureLog, QueueWorker, WorkerContext
@@ -82,6 +83,7 @@ class Dispatcher:
                 worker.wake.set()
 
         inbound = InboundSms(s, pool, gateways, sms.wake.set, sms.sent.take)
+        collect_less()  # started: see service/collector.py
         handling: set[asyncio.Task[None]] = set()
 
         def handled(task: asyncio.Task[None]) -> None:

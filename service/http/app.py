@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.collector import collect_less
 from service.domain.auth_throttle import AuthThrottle
 from service.domain.destinations import parse_countries
 from service.domain.refusals import Refused
@@ -224,20 +224,6 @@ def create_app_from_env() -> Starlette:
     return create_app(Settings.from_env())
 
 
-# Python's default collector (a young generation of 700 allocations) ran a
-# full collection every few hundred requests, each walking every object of
-# the process: the API's p99 at 64 connections was 64 ms. With the objects
-# of the start frozen and a larger young generation, 24 ms and a third more
-# requests per second (bench/README.md, issue 12). Memory stays bounded: the
-# collector still runs, every 50,000 allocations.
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def _collect_less() -> None:
-    gc.freeze()  # what the start made lives as long as the process
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def create_app(settings: Settings) -> Starlette:
     # A mistyped AMIVONO_ALLOWED_COUNTRIES stops the start, not every send.
     parse_countries([settings.allowed_countries])
@@ -262,7 +248,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
                                   app=settings.ari_app, timeout=2.0)
         purge = asyncio.create_task(purge_idempotency_keys(app.state.pool))
-        _collect_less()
+        collect_less()
         try:
             yield
         finally:
