@@ -44,7 +44,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -100,6 +100,10 @@ class Result:
     overall: float  # completions/s, first start to last end
     post_dial: list[float]  # seconds: accepted (or INVITE sent) -> dialplan start at carrier
     cpu: dict[str, float]
+    # Amivono only, seconds: the 201 -> its first attempt's claim (the
+    # dispatcher woke and claimed it), and that claim -> the carrier's INVITE.
+    to_claim: list[float] = field(default_factory=list)
+    claim_to_invite: list[float] = field(default_factory=list)
 
     def p(self, q: float) -> float:
         return percentile(self.post_dial, q) * 1000
@@ -224,6 +228,15 @@ def amivono_phase(name: str, key: str, numbers: list[str], rate: float,
             completed.add(number)
     result = summarise(name, numbers, started, min(started.values()), completed, outcomes,
                        cpu, offset)
+    claims = psql("SELECT m.to_number, extract(epoch FROM min(a.started_at)) FROM voice_messages m "
+                  f"JOIN voice_attempts a ON a.message_id = m.id WHERE m.id IN ({id_list}) "
+                  "GROUP BY m.to_number", dsn)
+    invites = carrier_invites(offset)
+    for line in claims.splitlines():
+        number, at = line.split("|")
+        result.to_claim.append(float(at) - started[number])
+        if number in invites:
+            result.claim_to_invite.append(invites[number] - float(at))
     return result
 
 
@@ -291,11 +304,19 @@ def sipp_phase(name: str, numbers: list[str], rate: float, pids: dict[str, int],
                      outcomes, cpu, offset)
 
 
+def ms(values: list[float], q: float) -> float:
+    return percentile(values, q) * 1000
+
+
 def rows_for(label: str, r: Result) -> list[tuple[str, str]]:
     return [
         (label, f"{r.completed}/{r.offered} completed; {r.sustained:.1f} calls/s (first to "
                 f"last end), {r.overall:.1f} calls/s (first start to last end)"),
         ("  post-dial p50 / p99", f"{r.p(50):,.0f} / {r.p(99):,.0f} ms"),
+        *([("  of which 201 -> claimed, claimed -> carrier INVITE, p50 / p99",
+            f"{ms(r.to_claim, 50):,.0f} / {ms(r.to_claim, 99):,.0f} ms, "
+            f"{ms(r.claim_to_invite, 50):,.0f} / {ms(r.claim_to_invite, 99):,.0f} ms")]
+          if r.to_claim else []),
         ("  outcomes", ", ".join(f"{k} {v}" for k, v in sorted(r.outcomes.items()))),
         ("  cores used", ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items())),
     ]
@@ -362,8 +383,9 @@ def main() -> None:
                     help="calls in Amivono's lifted bursts (0: as many as sipp's best step)")
     ap.add_argument("--paced50-rate", type=float, default=50.0)
     ap.add_argument("--paced50-seconds", type=float, default=6.0)
-    ap.add_argument("--profile", action="store_true",
-                    help="py-spy on the lifted dispatcher during one more burst")
+    ap.add_argument("--profile", nargs="?", const="lifted", choices=("lifted", "paced50"),
+                    help="py-spy on the lifted dispatcher during one more lifted burst "
+                         "(or paced 50/s phase)")
     args = ap.parse_args()
     if not (10 <= args.calls <= 1000 and 10 <= args.fast_calls <= 1000):
         ap.error("--calls and --fast-calls must be 10 to 1000")
@@ -447,10 +469,14 @@ def main() -> None:
                                   args.paced50_rate, pids)
         if args.profile:
             out = str(WORK_DIR / "profile-voice-dispatcher.txt")
-            say(f"profiling the lifted dispatcher over a burst of {burst_n} (py-spy, {out})")
-            amivono_phase("lifted-profiled", key, numbers("42", burst_n), 0.0, pids,
-                          profile=out, spy_pid=d3.pid)
-            profile_lines = profile_top(out)
+            prof_n, prof_rate = ((burst_n, 0.0) if args.profile == "lifted"
+                                 else (paced50_n, args.paced50_rate))
+            say(f"profiling the lifted dispatcher, {args.profile} (py-spy, {out})")
+            profiled = amivono_phase(f"{args.profile}-profiled", key, numbers("42", prof_n),
+                                     prof_rate, pids, profile=out, spy_pid=d3.pid)
+            profile_lines = [f"profiled phase: post-dial p50 / p99 {profiled.p(50):,.0f} / "
+                             f"{profiled.p(99):,.0f} ms (py-spy slows the dispatcher)"]
+            profile_lines += profile_top(out)
         d3.stop()
         a_at_max = None
         if best is not None:  # the pace set to sipp's best rate, caps as lifted
@@ -502,7 +528,7 @@ def main() -> None:
     ]
     print_block("Voice calls (bench/voice_calls.py)", rows, notes)
     if profile_lines:
-        print("\npy-spy on the lifted dispatcher over a separate burst:")
+        print(f"\npy-spy on the lifted dispatcher over a separate {args.profile} phase:")
         print("\n".join(profile_lines))
 
 
