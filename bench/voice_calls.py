@@ -240,6 +240,49 @@ def amivono_phase(name: str, key: str, numbers: list[str], rate: float,
     return result
 
 
+class PgSampler:
+    """What the bench database's backends are doing, sampled every 5 ms from
+    pg_stat_activity (a poor man's profile of PostgreSQL: wall time, waits
+    included): the statement's first line and its wait event."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+
+    async def _run(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(BENCH_ENV["AMIVONO_DATABASE_URL"])
+        try:
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    "SELECT query, wait_event FROM pg_stat_activity WHERE datname = "
+                    "current_database() AND state = 'active' AND pid <> pg_backend_pid()")
+                self.samples += 1
+                for row in rows:
+                    first = next((ln.strip() for ln in row["query"].splitlines()
+                                  if ln.strip() and not ln.strip().startswith("--")), "")
+                    key = f"{first[:70]} [{row['wait_event'] or 'cpu'}]"
+                    self.counts[key] = self.counts.get(key, 0) + 1
+                await asyncio.sleep(0.005)
+        finally:
+            await conn.close()
+
+    def stop(self, top: int = 12) -> list[str]:
+        self._stop.set()
+        self._thread.join(10)
+        out = [f"PostgreSQL backends of the bench database, {self.samples} samples every "
+               "5 ms: busy backends per sample, by statement [wait event]"]
+        out += [f"  {n / max(self.samples, 1):5.2f}  {k}" for k, n in
+                sorted(self.counts.items(), key=lambda kv: -kv[1])[:top]]
+        return out
+
+
 def install_sipp_context(tone: str) -> None:
     """The bench-only endpoint and dialplan, included into the bench gateway's
     generated configs (asterisk up writes them afresh each start)."""
@@ -472,11 +515,13 @@ def main() -> None:
             prof_n, prof_rate = ((burst_n, 0.0) if args.profile == "lifted"
                                  else (paced50_n, args.paced50_rate))
             say(f"profiling the lifted dispatcher, {args.profile} (py-spy, {out})")
+            sampler = PgSampler()
             profiled = amivono_phase(f"{args.profile}-profiled", key, numbers("42", prof_n),
                                      prof_rate, pids, profile=out, spy_pid=d3.pid)
+            pg_lines = sampler.stop()
             profile_lines = [f"profiled phase: post-dial p50 / p99 {profiled.p(50):,.0f} / "
                              f"{profiled.p(99):,.0f} ms (py-spy slows the dispatcher)"]
-            profile_lines += profile_top(out)
+            profile_lines += profile_top(out) + pg_lines
         d3.stop()
         a_at_max = None
         if best is not None:  # the pace set to sipp's best rate, caps as lifted
