@@ -197,13 +197,15 @@ class VoiceWorker(QueueWorker):
         metrics.CALLS_IN_FLIGHT.set(len(self.calls))
         claimed = asyncio.get_running_loop().time()
         try:
+            # One readable line per call on the gateway console, not awaited:
+            # the originate no longer waits behind an ARI request of its own
+            # (lines that come together share one request, as for SMS).
+            node.ari.console_line(
+                "AMIVONO_CALL",
+                f"voice message {call.message_id} attempt {call.attempt_id}: calling "
+                f"{call.to} to play {call.file_name or 'text'}"
+                + (" and ask for 1" if call.acknowledge else ""))
             try:
-                # One readable line per call on the gateway console.
-                await node.ari.set_global(
-                    "AMIVONO_CALL",
-                    f"voice message {call.message_id} attempt {call.attempt_id}: calling "
-                    f"{call.to} to play {call.file_name or 'text'}"
-                    + (" and ask for 1" if call.acknowledge else ""))
                 await node.ari.originate(
                     endpoint=f"PJSIP/{call.to}@{node.config.trunk}",
                     channel_id=call.channel_id,
