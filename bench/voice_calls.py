@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import re
 import signal
 import subprocess
@@ -104,6 +105,9 @@ class Result:
     # dispatcher woke and claimed it), and that claim -> the carrier's INVITE.
     to_claim: list[float] = field(default_factory=list)
     claim_to_invite: list[float] = field(default_factory=list)
+    # Per Asterisk: its busiest thread's cores and name (one thread near 1.00
+    # is a bottleneck however many cores are free).
+    threads: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def p(self, q: float) -> float:
         return percentile(self.post_dial, q) * 1000
@@ -152,6 +156,39 @@ def calls_ended(numbers: list[str]) -> int:
                if len(parts := line.split("|")) >= 7 and parts[2] in wanted)
 
 
+def _thread_seconds(pid: int) -> dict[int, tuple[float, str]]:
+    out: dict[int, tuple[float, str]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            raw = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        out[int(task.name)] = ((int(fields[11]) + int(fields[12])) / tick,
+                               raw[raw.index("(") + 1:raw.rindex(")")])
+    return out
+
+
+class ThreadMeter:
+    """The busiest thread of each Asterisk over a span (cores, its name)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = {k: v for k, v in pids.items() if k.endswith("Asterisk")}
+        self.start = time.monotonic()
+        self.before = {k: _thread_seconds(p) for k, p in self.pids.items()}
+
+    def stop(self) -> dict[str, tuple[float, str]]:
+        elapsed = time.monotonic() - self.start
+        out = {}
+        for k, pid in self.pids.items():
+            after = _thread_seconds(pid)
+            used = [((sec - self.before[k].get(tid, (0.0, ""))[0]) / elapsed, name)
+                    for tid, (sec, name) in after.items()]
+            out[k] = max(used, default=(0.0, "?"))
+        return out
+
+
 def settle_calls_ended(numbers: list[str], quiet: float = 3.0, most: float = 60.0) -> int:
     """Wait for the carrier's call log to hold every call, or to stop growing
     for `quiet` seconds (failed calls never reach it): how many it holds."""
@@ -192,6 +229,7 @@ def amivono_phase(name: str, key: str, numbers: list[str], rate: float,
     say(f"Amivono {name}: {len(numbers)} calls" + (f" at {rate:.0f}/s" if rate else ""))
     offset = log_offset()
     meter = CpuMeter(pids)
+    threads = ThreadMeter(pids)
     spy = None
     if profile:  # sampling the dispatcher until its calls are finished
         spy = subprocess.Popen([str(PROJECT_DIR / ".venv" / "bin" / "py-spy"), "record",
@@ -214,6 +252,7 @@ def amivono_phase(name: str, key: str, numbers: list[str], rate: float,
         wait_until(finished, 60 + len(ids), f"{len(ids)} voice messages to finish", 0.5)
         settle_calls_ended(numbers)
         cpu = meter.stop()
+        busiest = threads.stop()
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -228,6 +267,7 @@ def amivono_phase(name: str, key: str, numbers: list[str], rate: float,
             completed.add(number)
     result = summarise(name, numbers, started, min(started.values()), completed, outcomes,
                        cpu, offset)
+    result.threads = busiest
     claims = psql("SELECT m.to_number, extract(epoch FROM min(a.started_at)) FROM voice_messages m "
                   f"JOIN voice_attempts a ON a.message_id = m.id WHERE m.id IN ({id_list}) "
                   "GROUP BY m.to_number", dsn)
@@ -325,6 +365,7 @@ def sipp_phase(name: str, numbers: list[str], rate: float, pids: dict[str, int],
     say(f"sipp {name}: {len(numbers)} calls at {rate:g}/s")
     offset = log_offset()
     meter = CpuMeter(pids)
+    threads = ThreadMeter(pids)
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=folder,
                          timeout=120 + len(numbers) / rate)
     (LOG_DIR / f"sipp-{name}.log").write_text(out.stdout + out.stderr)
@@ -332,6 +373,7 @@ def sipp_phase(name: str, numbers: list[str], rate: float, pids: dict[str, int],
         raise SetupError(f"sipp failed ({out.returncode}): {out.stderr[-2000:]}")
     settle_calls_ended(numbers)
     cpu = meter.stop()
+    busiest = threads.stop()
     started: dict[str, float] = {}
     for line in Path(log).read_text().splitlines():
         parts = line.split()
@@ -343,8 +385,10 @@ def sipp_phase(name: str, numbers: list[str], rate: float, pids: dict[str, int],
     failed = re.search(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", out.stdout)
     outcomes = {"sipp ok, carrier heard >= 1 s": len(completed),
                 "sipp failed calls": int(failed.group(1)) if failed else -1}
-    return summarise(name, numbers, started, min(started.values(), default=0.0), completed,
-                     outcomes, cpu, offset)
+    result = summarise(name, numbers, started, min(started.values(), default=0.0), completed,
+                       outcomes, cpu, offset)
+    result.threads = busiest
+    return result
 
 
 def ms(values: list[float], q: float) -> float:
@@ -362,6 +406,8 @@ def rows_for(label: str, r: Result) -> list[tuple[str, str]]:
           if r.to_claim else []),
         ("  outcomes", ", ".join(f"{k} {v}" for k, v in sorted(r.outcomes.items()))),
         ("  cores used", ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items())),
+        *([("  busiest thread", ", ".join(f"{k} {c:.2f} ({n})" for k, (c, n)
+                                          in r.threads.items()))] if r.threads else []),
     ]
 
 
