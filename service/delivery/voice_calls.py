@@ -46,6 +46,11 @@ NOT_PLACED_WAIT = 2.0
 # `failed`: ARI answers 500 for lasting trouble too (a wrong trunk name).
 NOT_PLACED_REFUSALS = 5
 
+# The ARI events a call acts on (VoiceWorker._handle).
+_HANDLED = frozenset({"StasisStart", "PlaybackStarted", "PlaybackFinished",
+                      "ChannelDtmfReceived", "ChannelDestroyed"})
+
+
 def channel_id_for(attempt_id: int) -> str:
     # Fixed width: Asterisk matched 'amivono-call-1' against an existing
     # 'amivono-call-10' (a prefix) and refused the originate as a duplicate.
@@ -335,6 +340,8 @@ class VoiceWorker(QueueWorker):
         other call's events behind it (at 100 calls/s the reader fell
         seconds behind, and calls lasted that much longer)."""
         kind = event.get("type")
+        if kind not in _HANDLED:
+            return  # no task for the many events a call needs nothing from
         if kind in ("PlaybackStarted", "PlaybackFinished"):
             target = event.get("playback", {}).get("target_uri", "")
             call = self.calls.get(target.removeprefix("channel:"))
