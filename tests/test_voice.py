@@ -260,15 +260,35 @@ async def test_cancel_during_playback_hangs_up(client, auth, carrier, caller):
 
 
 async def test_twenty_simultaneous_calls_all_complete_with_the_right_audio(
-        client, auth, carrier, caller):
+        client, auth, carrier, gateway, caller):
     freqs = [400 + 60 * i for i in range(20)]
     for i, f in enumerate(freqs):
         await upload(client, auth, f"tone{i}.wav", tone(f, 1.5, rate=8000))
     numbers = [phone() for _ in freqs]
+    console_log = gateway.dir / "log" / "messages.log"
+    start = console_log.stat().st_size
     created = await asyncio.gather(*(
         call(client, auth, n, f"tone{i}.wav") for i, n in enumerate(numbers)))
     results = await asyncio.gather(*(final(client, auth, c["id"], 40) for c in created))
     assert [r["outcome"] for r in results] == ["completed"] * 20
+
+    # Staff on the gateway console saw one line per call. The line is not
+    # awaited before the originate: lines that come while the previous one is
+    # on its way share the next "Setting global variable" line, joined by " | ".
+    def console_lines() -> list[str]:
+        with console_log.open() as f:
+            f.seek(start)
+            shown = [part for ln in f.read().splitlines() if "'AMIVONO_CALL' to '" in ln
+                     for part in ln.split("'AMIVONO_CALL' to '", 1)[1].split(" | ")]
+        ids = {f"voice message {c['id']} attempt" for c in created}
+        return [part for part in shown if part.split(":")[0].rsplit(" ", 1)[0] in ids]
+
+    lines = await wait_for(lambda: len(console_lines()) >= 20 and console_lines(), 5,
+                           what="console lines")
+    assert len(lines) == 20, lines
+    for c, n, i in zip(created, numbers, range(20), strict=True):
+        [line] = [ln for ln in lines if ln.startswith(f"voice message {c['id']} attempt")]
+        assert f"calling {n} to play tone{i}.wav" in line, line
     for number, freq in zip(numbers, freqs, strict=True):
         [heard_call] = await wait_for(lambda n=number: calls_to(carrier, n), 5, what="log")
         heard = analyse(heard_call["recording"])

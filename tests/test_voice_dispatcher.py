@@ -44,8 +44,10 @@ def phone() -> str:
 class AriProxy:
     """A TCP proxy in front of the gateway's ARI that reads the HTTP requests
     going through it. `hold_originates()` keeps each `POST /ari/channels`
-    (an originate) until `release()`; `cut_events()` closes the event
-    WebSockets and refuses new ones until `restore_events()`."""
+    (an originate) until `release()`; `hold_next_play()` keeps the next
+    `POST /ari/channels/<id>/play` until `release_play()`; `cut_events()`
+    closes the event WebSockets and refuses new ones until
+    `restore_events()`."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -53,6 +55,10 @@ class AriProxy:
         self._gate = asyncio.Event()
         self._gate.set()
         self._events_cut = False
+        self.play_held = asyncio.Event()  # a play is being held
+        self._hold_play = False
+        self._play_gate = asyncio.Event()
+        self._play_gate.set()
         self._sockets: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -74,6 +80,15 @@ class AriProxy:
 
     def release(self) -> None:
         self._gate.set()
+
+    def hold_next_play(self) -> None:
+        self.play_held.clear()
+        self._play_gate.clear()
+        self._hold_play = True
+
+    def release_play(self) -> None:
+        self._hold_play = False
+        self._play_gate.set()
 
     def cut_events(self) -> None:
         self._events_cut = True
@@ -124,6 +139,12 @@ class AriProxy:
             if head.startswith(b"POST /ari/channels?") and not self._gate.is_set():
                 self.held.set()
                 await self._gate.wait()
+            request_line = head.split(b"\r\n", 1)[0]
+            if (self._hold_play and request_line.startswith(b"POST /ari/channels/")
+                    and b"/play" in request_line):
+                self._hold_play = False  # this one only
+                self.play_held.set()
+                await self._play_gate.wait()
             up_writer.write(head + body)
             await up_writer.drain()
             try:
@@ -153,6 +174,7 @@ async def proxied(db, sandbox):
         yield proxy, proc
     finally:
         proxy.release()
+        proxy.release_play()
         proxy.restore_events()
         # In a thread: the proxy (this loop) must serve the dispatcher's last requests.
         await asyncio.to_thread(proc.stop)
@@ -249,6 +271,34 @@ async def test_a_file_replaced_while_the_call_rings_plays_the_new_audio(
     heard = analyse(heard_call["recording"])
     assert heard.frequency == pytest.approx(1400, abs=3), heard
     assert heard.seconds == pytest.approx(1.2, abs=0.15), heard
+
+
+async def test_a_call_waiting_on_ari_does_not_hold_up_another_calls_events(
+        client, auth, carrier, proxied):
+    """One call's answer waits on its play request (held by the proxy);
+    another call placed meanwhile is answered, plays and ends all the same:
+    each call's events are handled apart from the others'."""
+    proxy, _ = proxied
+    await upload(client, auth, "apart.wav", tone(700, 1.0))
+    first_to, second_to = phone(), phone()
+    proxy.hold_next_play()
+    try:
+        first = await call(client, auth, first_to, "apart.wav")
+        # Answered, and its StasisStart's handling waits on the held play.
+        await asyncio.wait_for(proxy.play_held.wait(), 15)
+        second = await call(client, auth, second_to, "apart.wav")
+        # Well within ARI's 10 s request timeout, which would end the hold.
+        done = await final(client, auth, second["id"], timeout=8)
+        assert done["outcome"] == "completed", done
+        body = (await client.get(f"/messages/voice/{first['id']}", headers=auth)).json()
+        assert body["outcome"] is None and body["sent_at"] is None, body  # still held
+    finally:
+        proxy.release_play()
+    done = await final(client, auth, first["id"])
+    assert done["outcome"] == "completed", done
+    [heard] = await wait_for(lambda: [c for c in received_calls(carrier)
+                                      if c["to"] == first_to], 5, what="carrier log")
+    assert analyse(heard["recording"]).frequency == pytest.approx(700, abs=3)
 
 
 # --- when ARI's events never come -------------------------------------------

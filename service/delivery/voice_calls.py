@@ -46,6 +46,11 @@ NOT_PLACED_WAIT = 2.0
 # `failed`: ARI answers 500 for lasting trouble too (a wrong trunk name).
 NOT_PLACED_REFUSALS = 5
 
+# The ARI events a call acts on (VoiceWorker._handle).
+_HANDLED = frozenset({"StasisStart", "PlaybackStarted", "PlaybackFinished",
+                      "ChannelDtmfReceived", "ChannelDestroyed"})
+
+
 def channel_id_for(attempt_id: int) -> str:
     # Fixed width: Asterisk matched 'amivono-call-1' against an existing
     # 'amivono-call-10' (a prefix) and refused the originate as a duplicate.
@@ -92,6 +97,9 @@ class Call:
     # Writes of answer and playback times: in the background, so a database
     # outage never holds up the call's events; the outcome waits for them.
     marks: list[asyncio.Task[Any]] = field(default_factory=list)
+    # The handling of this call's latest event: the next one waits for it, so
+    # a call's events are handled in order, each call apart from the others.
+    handling: asyncio.Task[None] | None = None
     end: asyncio.Future[CallEnd] = field(default_factory=lambda: asyncio.get_running_loop()
                                          .create_future())
 
@@ -123,6 +131,7 @@ class VoiceWorker(QueueWorker):
         self._connected_before: set[str] = set()
         self._timers: set[asyncio.Task[None]] = set()
         self._lost_timers: set[asyncio.Task[None]] = set()
+        self._handling: set[asyncio.Task[None]] = set()
 
     def _ari(self, call: Call) -> AriClient | None:
         node = self.ctx.gateways.get(call.gateway)
@@ -197,13 +206,15 @@ class VoiceWorker(QueueWorker):
         metrics.CALLS_IN_FLIGHT.set(len(self.calls))
         claimed = asyncio.get_running_loop().time()
         try:
+            # One readable line per call on the gateway console, not awaited:
+            # the originate no longer waits behind an ARI request of its own
+            # (lines that come together share one request, as for SMS).
+            node.ari.console_line(
+                "AMIVONO_CALL",
+                f"voice message {call.message_id} attempt {call.attempt_id}: calling "
+                f"{call.to} to play {call.file_name or 'text'}"
+                + (" and ask for 1" if call.acknowledge else ""))
             try:
-                # One readable line per call on the gateway console.
-                await node.ari.set_global(
-                    "AMIVONO_CALL",
-                    f"voice message {call.message_id} attempt {call.attempt_id}: calling "
-                    f"{call.to} to play {call.file_name or 'text'}"
-                    + (" and ask for 1" if call.acknowledge else ""))
                 await node.ari.originate(
                     endpoint=f"PJSIP/{call.to}@{node.config.trunk}",
                     channel_id=call.channel_id,
@@ -327,7 +338,15 @@ class VoiceWorker(QueueWorker):
     # --- events -------------------------------------------------------------
 
     async def on_event(self, event: dict[str, Any]) -> None:
+        """Takes a call's event from the node's one event reader and handles
+        it in a task of its own, after the call's previous event: handling
+        awaits ARI and the database (the file's lookup and the play on answer,
+        the hang-up after the playback), and awaited here it held up every
+        other call's events behind it (at 100 calls/s the reader fell
+        seconds behind, and calls lasted that much longer)."""
         kind = event.get("type")
+        if kind not in _HANDLED:
+            return  # no task for the many events a call needs nothing from
         if kind in ("PlaybackStarted", "PlaybackFinished"):
             target = event.get("playback", {}).get("target_uri", "")
             call = self.calls.get(target.removeprefix("channel:"))
@@ -341,6 +360,24 @@ class VoiceWorker(QueueWorker):
         if once in call.seen:
             return  # the same event through the endpoint subscription
         call.seen.add(once)
+        previous = call.handling
+
+        async def handle() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await self._handle(call, kind, event)
+
+        task = asyncio.get_running_loop().create_task(handle())
+        call.handling = task
+        self._handling.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._handled)
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        self._handling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("voice event handling failed", exc_info=task.exception())
+
+    async def _handle(self, call: Call, kind: Any, event: dict[str, Any]) -> None:
         if kind == "StasisStart":
             await self._answered(call)
         elif kind == "PlaybackStarted":

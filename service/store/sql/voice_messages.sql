@@ -78,13 +78,20 @@ SELECT pg_advisory_xact_lock(495606196332);  -- "sacll": any constant shared by 
 -- taken in order of the fill they would bring, (in flight + k) / cap, so a
 -- node with twice the cap gets twice the calls and none goes over its cap.
 -- Attempts made before gateways existed count for :fallback.
-WITH nodes AS (
+-- The calls in flight are counted once per claim (MATERIALIZED): inlined,
+-- the count ran again for every free slot (a claim with 300 free slots and
+-- 100 calls in flight read 40,000 buffers and cost 250 ms).
+WITH live AS MATERIALIZED (
     -- Live leases only: a dead dispatcher's calls stop counting when their
     -- leases run out, and this very claim then closes their attempts.
-    SELECT g.name, g.cap, g.cap - (
-        SELECT count(*) FROM voice_messages m JOIN voice_attempts a ON a.id = m.lease_attempt_id
-        WHERE m.lease_attempt_id IS NOT NULL AND m.due_at > now()
-          AND coalesce(a.gateway, :fallback) = g.name) AS free
+    SELECT coalesce(a.gateway, :fallback) AS name, count(*) AS calls
+    FROM voice_messages m JOIN voice_attempts a ON a.id = m.lease_attempt_id
+    WHERE m.lease_attempt_id IS NOT NULL AND m.due_at > now()
+    GROUP BY 1
+),
+nodes AS MATERIALIZED (
+    SELECT g.name, g.cap,
+           g.cap - coalesce((SELECT live.calls FROM live WHERE live.name = g.name), 0) AS free
     FROM unnest(:gateways::text[], :caps::int[]) AS g(name, cap)
 ),
 slots AS (
