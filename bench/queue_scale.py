@@ -130,10 +130,12 @@ async def time_claims(account_id: int, claims: int, due: int) -> list[float]:
             if len(rows) != due:
                 raise SetupError(f"claim {i} took {len(rows)} rows, expected {due}")
             # Finish them as a dispatcher would, so the queue does not grow.
-            for row in rows:
-                await queries.sms_messages.finish_send(
-                    conn, attempt_id=row["attempt_id"], outcome="sent", detail="bench",
-                    gateway=None,
+            ids = [row["attempt_id"] for row in rows]
+            async with conn.transaction():  # as the dispatcher's batched outcomes
+                await queries.sms_messages.lock_for_attempts(conn, attempt_ids=ids)
+                await queries.sms_messages.finish_sends(
+                    conn, attempt_ids=ids, outcomes=["sent"] * len(ids),
+                    details=["bench"] * len(ids), gateways=[None] * len(ids),
                     max_failures=5, minute_seconds=60.0, retry_seconds=5.0)
     finally:
         await conn.close()
@@ -201,7 +203,7 @@ def main() -> None:
     ]
     notes = [
         f"claim_due_sends(limit={LIMIT}) through service.store.queries on one asyncpg connection; "
-        "each claimed send is then finished (finish_send), as a dispatcher does",
+        "the claimed sends are then finished together (finish_sends), as a dispatcher does",
         "time per claim includes the client round trip (loopback)",
         "each measurement starts from the history stated (sms_attempts truncated, then "
         f"filled); its own claims add {(args.claims + 20) * args.due:,} attempts as it runs "
