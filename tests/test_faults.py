@@ -8,6 +8,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -313,16 +314,15 @@ class Severable(RequestFilterProxy):
         await super()._handle(reader, writer)
 
 
-async def test_a_call_whose_timer_ran_out_while_its_node_was_lost_is_hung_up_when_it_is_back(
-        client, auth, pool, carrier, gateway):
-    """The PlaybackFinished is lost with the node, so nothing hangs up; our
-    timer runs out while the node is away and cannot hang up either. When
-    the node is back with the channel still up, the reconcile ends it."""
+async def answered_then_severed(client, auth, proxy: Severable,
+                                name: str) -> tuple[Any, str, int]:
+    """A dispatcher through `proxy` places a call of a 3 s file; once it is
+    answered the proxy cuts ARI (its end is never heard). (dispatcher, the
+    number called, the message id); the caller stops both."""
     await upload(client, auth, "overdue.wav", tone(440, 3.0))
-    proxy = Severable(ARI_PORT)
     port = await proxy.start()
     to = phone()
-    d = start_dispatcher(f"ari-severed-{time.time_ns()}", AMIVONO_DIAL_TIMEOUT="2",
+    d = start_dispatcher(f"{name}-{time.time_ns()}", AMIVONO_DIAL_TIMEOUT="2",
                          AMIVONO_GATEWAY_LOST_SECONDS="300",
                          AMIVONO_ARI_URL=f"http://127.0.0.1:{port}/ari")
     try:
@@ -337,7 +337,40 @@ async def test_a_call_whose_timer_ran_out_while_its_node_was_lost_is_hung_up_whe
             return bool(m["attempts"] and m["attempts"][-1]["answered_at"])
 
         await wait_for(answered, 30, interval=0.1, what="the call answered")
-        await proxy.sever()  # while the file plays: its end is never heard
+        await proxy.sever()
+    except BaseException:
+        d.stop()
+        await proxy.close()
+        raise
+    return d, to, message_id
+
+
+async def ended_by_our_timer(client, auth, carrier, d: Any, to: str,
+                             message_id: int) -> None:
+    """The call ends failed with our timer's outcome, its channel hung up at
+    the carrier, and the dispatcher still runs."""
+
+    async def final() -> dict:
+        m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
+        return m if m["outcome"] is not None else {}
+
+    m = await wait_for(final, 30, what="the call to end")
+    assert m["outcome"] == "failed", m
+    [attempt] = m["attempts"]
+    assert attempt["detail"] == "the playback did not finish in time (our timer)", attempt
+    await wait_for(lambda: [c for c in received_calls(carrier) if c["to"] == to], 10,
+                   what="the carrier's record of the call's end")
+    assert d.alive(), d.log()[-3000:]
+
+
+async def test_a_call_whose_timer_ran_out_while_its_node_was_lost_is_hung_up_when_it_is_back(
+        client, auth, pool, carrier, gateway):
+    """The PlaybackFinished is lost with the node, so nothing hangs up; our
+    timer runs out while the node is away and cannot hang up either. When
+    the node is back with the channel still up, the reconcile ends it."""
+    proxy = Severable(ARI_PORT)
+    d, to, message_id = await answered_then_severed(client, auth, proxy, "ari-severed")
+    try:
         m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
         channel = channel_id_for(m["attempts"][-1]["id"])
         # Our timer (ring deadline + the file + margin, ~35 s) runs out, and
@@ -348,18 +381,7 @@ async def test_a_call_whose_timer_ran_out_while_its_node_was_lost_is_hung_up_whe
         assert m["outcome"] is None and m["status"] == "calling", m
         assert not [c for c in received_calls(carrier) if c["to"] == to]  # still up
         proxy.cut = False
-
-        async def final() -> dict:
-            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
-            return m if m["outcome"] is not None else {}
-
-        m = await wait_for(final, 30, what="the call to end once the node is back")
-        assert m["outcome"] == "failed", m
-        [attempt] = m["attempts"]
-        assert attempt["detail"] == "the playback did not finish in time (our timer)", attempt
-        await wait_for(lambda: [c for c in received_calls(carrier) if c["to"] == to], 10,
-                       what="the carrier's record of the call's end")
-        assert d.alive(), d.log()[-3000:]
+        await ended_by_our_timer(client, auth, carrier, d, to, message_id)
     finally:
         d.stop()
         await proxy.close()
@@ -402,26 +424,9 @@ async def test_a_call_whose_node_came_back_while_the_timers_hangup_failed_is_hun
     when the node comes back, and its reconcile passes the call by (the
     timer had not yet kept its end on the call). The hangup then fails: the
     node is back, so it is made again, and the channel does not stay up."""
-    await upload(client, auth, "overdue.wav", tone(440, 3.0))
     proxy = HoldsTheHangup(ARI_PORT)
-    port = await proxy.start()
-    to = phone()
-    d = start_dispatcher(f"ari-held-{time.time_ns()}", AMIVONO_DIAL_TIMEOUT="2",
-                         AMIVONO_GATEWAY_LOST_SECONDS="300",
-                         AMIVONO_ARI_URL=f"http://127.0.0.1:{port}/ari")
+    d, to, message_id = await answered_then_severed(client, auth, proxy, "ari-held")
     try:
-        await wait_for(lambda: "voice: connected" in d.log(), 60, what="voice connected")
-        r = await client.post("/messages/voice", headers=auth, json={
-            "from": "+46736265400", "to": to, "file": "overdue.wav", "retries": 0})
-        assert r.status_code == 201, r.text
-        message_id = r.json()["id"]
-
-        async def answered() -> bool:
-            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
-            return bool(m["attempts"] and m["attempts"][-1]["answered_at"])
-
-        await wait_for(answered, 30, interval=0.1, what="the call answered")
-        await proxy.sever()
         await wait_for(proxy.held.is_set, 90, interval=0.5, what="the timer's hangup")
         proxy.cut = False
         await wait_for(lambda: "reconciled 1 calls" in d.log(), 30, interval=0.2,
@@ -430,17 +435,7 @@ async def test_a_call_whose_node_came_back_while_the_timers_hangup_failed_is_hun
         proxy.release.set()  # the timer's hangup fails
         await wait_for(lambda: "hangup of amivono-call-" in d.log(), 10, interval=0.2,
                        what="the timer's hangup to fail")
-
-        async def final() -> dict:
-            m = (await client.get(f"/messages/voice/{message_id}", headers=auth)).json()
-            return m if m["outcome"] is not None else {}
-
-        m = await wait_for(final, 30, what="the call to end")
-        [attempt] = m["attempts"]
-        assert attempt["detail"] == "the playback did not finish in time (our timer)", attempt
-        await wait_for(lambda: [c for c in received_calls(carrier) if c["to"] == to], 10,
-                       what="the carrier's record of the call's end")
-        assert d.alive(), d.log()[-3000:]
+        await ended_by_our_timer(client, auth, carrier, d, to, message_id)
     finally:
         d.stop()
         await proxy.close()
