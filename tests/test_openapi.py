@@ -331,7 +331,10 @@ async def test_errors_match_the_document(through: Api, pool: asyncpg.Pool, api: 
     through("GET", "/files", 401, auth=False, headers={"Authorization": "Bearer amv_nope"})
     through("POST", "/messages/sms", 413, body={**GOOD_SMS, "message": "x" * 70_000})
     async with httpx.AsyncClient(base_url=api, timeout=20) as client:
-        for raw in (b"{", b'{"message": "\\ud800"}', b"[" * 20_000 + b"]" * 20_000):
+        # Lone surrogates: lower and upper case escapes, and one after a valid pair.
+        for raw in (b"{", b'{"message": "\\ud800"}', b'{"message": "x\\uDC00"}',
+                    b'{"message": "\\ud83d\\ude00\\ud83d"}',
+                    b"[" * 20_000 + b"]" * 20_000):
             response = await client.post("/messages/sms", content=raw, headers=through.auth)
             assert response.status_code == 400, response.text
             through.check("POST", "/messages/sms", response)

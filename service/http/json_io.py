@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -91,6 +92,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 # converted: Python refuses to convert more than 4,300 digits (a 500), and no
 # field of the API takes anything near this long.
 MAX_JSON_INT_DIGITS = 100
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _parse_int(text: str) -> int | float:
@@ -136,11 +138,13 @@ async def read_json(request: Request) -> Any:
     raw = await read_body(request, MAX_BODY_BYTES)
     try:
         # Decoded as UTF-8 first: json.loads(bytes) would also take UTF-16 and -32.
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys,
-                           parse_int=_parse_int)
+        text = raw.decode("utf-8")
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_parse_int)
         # A lone surrogate escape ("\ud800") parses but is no Unicode text: nothing
-        # could measure, store or echo it back in an error.
-        json.dumps(value, ensure_ascii=False).encode()
+        # could measure, store or echo it back in an error. Only an escape can
+        # make one (UTF-8 has none), so only then is the value encoded to look.
+        if _SURROGATE_ESCAPE.search(text):
+            json.dumps(value, ensure_ascii=False).encode()
     except DuplicateKey as exc:
         raise Refused(Reason.BAD_REQUEST, f"Problems parsing JSON: duplicate key {exc}") from None
     except (ValueError, UnicodeError, RecursionError):  # RecursionError: absurd nesting
