@@ -179,6 +179,32 @@ WITH a AS (
 UPDATE voice_messages m SET sent_at = a.playback_started_at, updated_at = now()
 FROM a WHERE m.id = a.message_id;
 
+-- name: mark_calls!
+-- mark_answered / mark_playing for many calls in one statement (the marks that
+-- came while the dispatcher's previous write of marks was in flight): one
+-- commit, one WAL flush for all of them. :marks holds 'answered' or 'playing'
+-- per attempt; a call's marks come in separate batches, in order.
+WITH k AS (
+    SELECT * FROM unnest(:attempt_ids::bigint[], :marks::text[]) AS k(attempt_id, mark)
+),
+a AS (
+    UPDATE voice_attempts v
+    SET answered_at = CASE WHEN k.mark = 'answered' THEN clock_timestamp()
+                           ELSE v.answered_at END,
+        playback_started_at = CASE WHEN k.mark = 'playing' THEN clock_timestamp()
+                                   ELSE v.playback_started_at END
+    FROM k
+    WHERE v.id = k.attempt_id AND v.finished_at IS NULL
+      AND CASE k.mark WHEN 'answered' THEN v.answered_at IS NULL
+                      WHEN 'playing' THEN v.playback_started_at IS NULL END
+    RETURNING v.message_id, k.mark, v.answered_at, v.playback_started_at
+)
+UPDATE voice_messages m
+SET answered_at = CASE WHEN a.mark = 'answered' THEN a.answered_at ELSE m.answered_at END,
+    sent_at = CASE WHEN a.mark = 'playing' THEN a.playback_started_at ELSE m.sent_at END,
+    updated_at = now()
+FROM a WHERE m.id = a.message_id;
+
 -- name: finish_call^
 -- Records how the call ended, then either schedules the next call or makes
 -- the message final. The next call: a retry (when :retryable and retries are
