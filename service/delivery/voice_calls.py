@@ -138,6 +138,9 @@ class VoiceWorker(QueueWorker):
         # many calls instead of one each. A call's own marks still go one after
         # the other (_mark), so never two of one call in a batch.
         self.mark_writes: WriteBatch[tuple[int, str], None] = WriteBatch(self._write_marks)
+        # Outcomes the same way: each call's job ends once its own is committed.
+        self.finish_writes: WriteBatch[voice_messages.Finish, None] = WriteBatch(
+            self._write_finishes)
 
     def _ari(self, call: Call) -> AriClient | None:
         node = self.ctx.gateways.get(call.gateway)
@@ -350,14 +353,31 @@ class VoiceWorker(QueueWorker):
                  call.attempt_id, call.to, call.gateway, end.outcome, end.detail, end.cause_code,
                  extra={"message_id": call.message_id, "attempt_id": call.attempt_id,
                         "kind": "voice"})
-        s = self.settings
         if call.marks:  # answered_at before the outcome that reads it
             await asyncio.gather(*call.marks, return_exceptions=True)
-        await self.record(
-            queries.voice_messages.finish_call, attempt_id=call.attempt_id,
-            outcome=end.outcome, cause_code=end.cause_code, cause_text=end.cause_text,
-            detail=end.detail, retryable=end.retryable, minute_seconds=float(s.minute_seconds),
-            placed=call.placed)
+        await self.finish_writes.add((call.attempt_id, end.outcome, end.cause_code,
+                                      end.cause_text, end.detail, end.retryable, call.placed))
+
+    async def _write_finishes(self, finishes: list[voice_messages.Finish]
+                              ) -> list[None | BaseException]:
+        minute_seconds = float(self.settings.minute_seconds)
+        if len(finishes) > 1:
+            try:
+                await self.record(voice_messages.finish_calls, finishes=finishes,
+                                  minute_seconds=minute_seconds)
+                return [None] * len(finishes)
+            except BatchRefused as exc:
+                log.warning("voice: recording %d outcomes together failed (%s): one by one",
+                            len(finishes), exc)
+        # Each on its own, as if never batched (until_back retries it, as ever).
+        results = await asyncio.gather(*(
+            self.record(queries.voice_messages.finish_call, attempt_id=attempt_id,
+                        outcome=outcome, cause_code=cause_code, cause_text=cause_text,
+                        detail=detail, retryable=retryable, minute_seconds=minute_seconds,
+                        placed=placed)
+            for attempt_id, outcome, cause_code, cause_text, detail, retryable, placed
+            in finishes), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
 
     # --- events -------------------------------------------------------------
 

@@ -287,3 +287,23 @@ async def mark_calls(pool: asyncpg.Pool, marks: list[tuple[int, str]]) -> None:
 async def mark_call(pool: asyncpg.Pool, attempt_id: int, mark: str) -> None:
     """One call's mark on its own (a refusal raised as it is, as ever)."""
     await queries.voice_messages.mark_calls(pool, attempt_ids=[attempt_id], marks=[mark])
+
+
+# What finish_call records of one call: (attempt_id, outcome, cause_code,
+# cause_text, detail, retryable, placed).
+Finish = tuple[int, str, int | None, str | None, str, bool, bool]
+
+
+async def finish_calls(pool: asyncpg.Pool, finishes: list[Finish], minute_seconds: float
+                       ) -> None:
+    """finish_call for many calls in one statement, so one commit;
+    BatchRefused when PostgreSQL refuses it for another reason than an outage
+    (then record them one by one)."""
+    columns = [list(c) for c in zip(*finishes, strict=True)]
+    try:
+        await queries.voice_messages.finish_calls(
+            pool, attempt_ids=columns[0], outcomes=columns[1], cause_codes=columns[2],
+            cause_texts=columns[3], details=columns[4], retryables=columns[5],
+            placeds=columns[6], minute_seconds=minute_seconds)
+    except asyncpg.PostgresError as exc:
+        raise refused_as_batch(exc) from exc

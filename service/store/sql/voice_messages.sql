@@ -257,6 +257,57 @@ FROM n
 WHERE m.id = n.message_id AND m.lease_attempt_id = n.id
 RETURNING m.id;
 
+-- name: finish_calls!
+-- finish_call for many calls in one statement (the outcomes that came while
+-- the dispatcher's previous write of outcomes was in flight): one commit for
+-- all of them, each call's decision as finish_call makes it alone.
+WITH o AS (
+    SELECT * FROM unnest(:attempt_ids::bigint[], :outcomes::text[], :cause_codes::integer[],
+                         :cause_texts::text[], :details::text[], :retryables::boolean[],
+                         :placeds::boolean[])
+        AS o(attempt_id, outcome, cause_code, cause_text, detail, retryable, placed)
+),
+finished AS (
+    UPDATE voice_attempts a
+    SET finished_at = clock_timestamp(), outcome = o.outcome, cause_code = o.cause_code,
+        cause_text = o.cause_text, detail = o.detail
+    FROM o
+    WHERE a.id = o.attempt_id AND a.finished_at IS NULL
+    RETURNING a.id, a.message_id, a.outcome, a.answered_at, a.finished_at, o.cause_code,
+              o.cause_text, o.retryable, o.placed
+),
+n AS (
+    SELECT f.*, CASE
+               WHEN m.canceled_at IS NOT NULL OR m.acknowledged_at IS NOT NULL
+                    OR f.outcome = 'acknowledged' THEN NULL
+               WHEN f.retryable AND m.attempts_made < m.retries
+                   THEN m.retry_interval
+               WHEN m.acknowledge AND m.calls_made + f.placed::int < m.repeat_total
+                    AND (f.placed OR (f.retryable AND m.attempts_made - m.calls_made < 5))
+                   THEN coalesce(m.repeat_interval, m.retry_interval)
+           END AS next_in_minutes
+    FROM finished f JOIN voice_messages m ON m.id = f.message_id
+    FOR UPDATE OF m
+)
+UPDATE voice_messages m
+SET attempts_made = m.attempts_made + 1,
+    calls_made = m.calls_made + n.placed::int,
+    outcome = CASE WHEN m.acknowledged_at IS NOT NULL OR n.outcome = 'acknowledged'
+                   THEN 'acknowledged'
+                   WHEN m.canceled_at IS NOT NULL AND n.outcome <> 'completed'
+                   THEN 'canceled' ELSE n.outcome END,
+    cause_code = n.cause_code,
+    cause_text = n.cause_text,
+    ended_at = CASE WHEN n.answered_at IS NOT NULL THEN n.finished_at ELSE m.ended_at END,
+    lease_attempt_id = NULL,
+    due_at = CASE WHEN n.next_in_minutes IS NOT NULL
+                  THEN now() + make_interval(secs => n.next_in_minutes * :minute_seconds)
+             END,
+    finished_at = CASE WHEN n.next_in_minutes IS NOT NULL THEN NULL ELSE now() END,
+    updated_at = now()
+FROM n
+WHERE m.id = n.message_id AND m.lease_attempt_id = n.id;
+
 -- name: record_key!
 -- A key the callee pressed (ChannelDtmfReceived), kept on the attempt in order.
 WITH a AS (
