@@ -31,9 +31,10 @@ from service.delivery.queue_worker import Job, QueueWorker, WorkerContext
 from service.domain.call_causes import CallEnd, classify
 from service.domain.phone_numbers import E164_SHAPE as _E164
 from service.domain.voice_prompts import ACK_KEY
-from service.store import speech
-from service.store.database import OUTAGE
+from service.store import speech, voice_messages
+from service.store.database import OUTAGE, BatchRefused
 from service.store.queries import queries
+from service.store.write_batches import WriteBatch
 from service.telephony.ari import AriClient, AriError
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,14 @@ class VoiceWorker(QueueWorker):
         self._timers: set[asyncio.Task[None]] = set()
         self._lost_timers: set[asyncio.Task[None]] = set()
         self._handling: set[asyncio.Task[None]] = set()
+        # Answer and playback marks that come while the previous ones are being
+        # written go together (write_batches.py): one commit, one WAL flush, for
+        # many calls instead of one each. A call's own marks still go one after
+        # the other (_mark), so never two of one call in a batch.
+        self.mark_writes: WriteBatch[tuple[int, str], None] = WriteBatch(self._write_marks)
+        # Outcomes the same way: each call's job ends once its own is committed.
+        self.finish_writes: WriteBatch[voice_messages.Finish, None] = WriteBatch(
+            self._write_finishes)
 
     def _ari(self, call: Call) -> AriClient | None:
         node = self.ctx.gateways.get(call.gateway)
@@ -303,9 +312,27 @@ class VoiceWorker(QueueWorker):
         async def write() -> None:
             if previous is not None:
                 await asyncio.wait([previous])
-            await self.record(statement, attempt_id=call.attempt_id, **params)
+            if isinstance(statement, str):  # a MARK_*: with other calls' marks
+                await self.mark_writes.add((call.attempt_id, statement))
+            else:
+                await self.record(statement, attempt_id=call.attempt_id, **params)
 
         call.marks.append(asyncio.create_task(write()))
+
+    async def _write_marks(self, marks: list[tuple[int, str]]) -> list[None | BaseException]:
+        if len(marks) > 1:
+            try:
+                await self.record(voice_messages.mark_calls, marks=marks)
+                return [None] * len(marks)
+            except BatchRefused as exc:
+                log.warning("voice: writing %d marks together failed (%s): one by one",
+                            len(marks), exc)
+        # Each on its own, as if never batched: one that cannot be written
+        # holds only itself (until_back retries it, as it always did).
+        results = await asyncio.gather(*(
+            self.record(voice_messages.mark_call, attempt_id=attempt_id, mark=mark)
+            for attempt_id, mark in marks), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
 
     async def _not_placed(self, call: Call, exc: AriError) -> None:
         log.warning("voice %s attempt %s to %s: not placed, waiting for Asterisk (%s)",
@@ -326,14 +353,31 @@ class VoiceWorker(QueueWorker):
                  call.attempt_id, call.to, call.gateway, end.outcome, end.detail, end.cause_code,
                  extra={"message_id": call.message_id, "attempt_id": call.attempt_id,
                         "kind": "voice"})
-        s = self.settings
         if call.marks:  # answered_at before the outcome that reads it
             await asyncio.gather(*call.marks, return_exceptions=True)
-        await self.record(
-            queries.voice_messages.finish_call, attempt_id=call.attempt_id,
-            outcome=end.outcome, cause_code=end.cause_code, cause_text=end.cause_text,
-            detail=end.detail, retryable=end.retryable, minute_seconds=float(s.minute_seconds),
-            placed=call.placed)
+        await self.finish_writes.add((call.attempt_id, end.outcome, end.cause_code,
+                                      end.cause_text, end.detail, end.retryable, call.placed))
+
+    async def _write_finishes(self, finishes: list[voice_messages.Finish]
+                              ) -> list[None | BaseException]:
+        minute_seconds = float(self.settings.minute_seconds)
+        if len(finishes) > 1:
+            try:
+                await self.record(voice_messages.finish_calls, finishes=finishes,
+                                  minute_seconds=minute_seconds)
+                return [None] * len(finishes)
+            except BatchRefused as exc:
+                log.warning("voice: recording %d outcomes together failed (%s): one by one",
+                            len(finishes), exc)
+        # Each on its own, as if never batched (until_back retries it, as ever).
+        results = await asyncio.gather(*(
+            self.record(queries.voice_messages.finish_call, attempt_id=attempt_id,
+                        outcome=outcome, cause_code=cause_code, cause_text=cause_text,
+                        detail=detail, retryable=retryable, minute_seconds=minute_seconds,
+                        placed=placed)
+            for attempt_id, outcome, cause_code, cause_text, detail, retryable, placed
+            in finishes), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
 
     # --- events -------------------------------------------------------------
 
@@ -384,7 +428,7 @@ class VoiceWorker(QueueWorker):
             playback_id = event["playback"].get("id", "")
             if playback_id == f"{call.channel_id}-play":
                 call.playback_started = True
-                self._mark(call, queries.voice_messages.mark_playing)
+                self._mark(call, voice_messages.MARK_PLAYING)
             elif "-prompt" in playback_id:
                 self._mark(call, queries.voice_messages.mark_prompting)
         elif kind == "PlaybackFinished":
@@ -497,7 +541,7 @@ class VoiceWorker(QueueWorker):
         if call.answered:
             return
         call.answered = True
-        self._mark(call, queries.voice_messages.mark_answered)
+        self._mark(call, voice_messages.MARK_ANSWERED)
         if call.canceled:
             await self._hangup(call)
             return

@@ -27,11 +27,16 @@ from service.domain.voice_prompts import LANGUAGES
 from service.domain.voice_requests import MAX_REPEAT, RESOURCE, VoiceRequest
 from service.settings import Settings
 from service.store import destination_guards, speech
-from service.store.database import Executor
+from service.store.database import Executor, refused_as_batch
 from service.store.queries import queries
 from service.store.queue_signal import notify_cancel
 
 PATH = "/messages/voice"
+
+# The marks of a call that mark_calls writes (sql/voice_messages.sql): when it
+# was answered, when its file began to play.
+MARK_ANSWERED = "answered"
+MARK_PLAYING = "playing"
 
 
 def message_url(settings: Settings, message_id: int) -> str:
@@ -266,3 +271,39 @@ async def cancel(conn: Executor, account_id: int, message_id: int) -> None:
     row = await queries.voice_messages.cancel(conn, id=message_id, account_id=account_id)
     if row is not None and row["lease_attempt_id"] is not None:
         await notify_cancel(conn, row["lease_attempt_id"])
+
+
+async def mark_calls(pool: asyncpg.Pool, marks: list[tuple[int, str]]) -> None:
+    """Many calls' (attempt_id, MARK_*) in one statement, so one commit;
+    BatchRefused when PostgreSQL refuses it for another reason than an outage
+    (then write them one by one, as mark_call)."""
+    try:
+        await queries.voice_messages.mark_calls(
+            pool, attempt_ids=[m[0] for m in marks], marks=[m[1] for m in marks])
+    except asyncpg.PostgresError as exc:
+        raise refused_as_batch(exc) from exc
+
+
+async def mark_call(pool: asyncpg.Pool, attempt_id: int, mark: str) -> None:
+    """One call's mark on its own (a refusal raised as it is, as ever)."""
+    await queries.voice_messages.mark_calls(pool, attempt_ids=[attempt_id], marks=[mark])
+
+
+# What finish_call records of one call: (attempt_id, outcome, cause_code,
+# cause_text, detail, retryable, placed).
+Finish = tuple[int, str, int | None, str | None, str, bool, bool]
+
+
+async def finish_calls(pool: asyncpg.Pool, finishes: list[Finish], minute_seconds: float
+                       ) -> None:
+    """finish_call for many calls in one statement, so one commit;
+    BatchRefused when PostgreSQL refuses it for another reason than an outage
+    (then record them one by one)."""
+    columns = [list(c) for c in zip(*finishes, strict=True)]
+    try:
+        await queries.voice_messages.finish_calls(
+            pool, attempt_ids=columns[0], outcomes=columns[1], cause_codes=columns[2],
+            cause_texts=columns[3], details=columns[4], retryables=columns[5],
+            placeds=columns[6], minute_seconds=minute_seconds)
+    except asyncpg.PostgresError as exc:
+        raise refused_as_batch(exc) from exc

@@ -179,6 +179,32 @@ WITH a AS (
 UPDATE voice_messages m SET sent_at = a.playback_started_at, updated_at = now()
 FROM a WHERE m.id = a.message_id;
 
+-- name: mark_calls!
+-- mark_answered / mark_playing for many calls in one statement (the marks that
+-- came while the dispatcher's previous write of marks was in flight): one
+-- commit, one WAL flush for all of them. :marks holds 'answered' or 'playing'
+-- per attempt; a call's marks come in separate batches, in order.
+WITH k AS (
+    SELECT * FROM unnest(:attempt_ids::bigint[], :marks::text[]) AS k(attempt_id, mark)
+),
+a AS (
+    UPDATE voice_attempts v
+    SET answered_at = CASE WHEN k.mark = 'answered' THEN clock_timestamp()
+                           ELSE v.answered_at END,
+        playback_started_at = CASE WHEN k.mark = 'playing' THEN clock_timestamp()
+                                   ELSE v.playback_started_at END
+    FROM k
+    WHERE v.id = k.attempt_id AND v.finished_at IS NULL
+      AND CASE k.mark WHEN 'answered' THEN v.answered_at IS NULL
+                      WHEN 'playing' THEN v.playback_started_at IS NULL END
+    RETURNING v.message_id, k.mark, v.answered_at, v.playback_started_at
+)
+UPDATE voice_messages m
+SET answered_at = CASE WHEN a.mark = 'answered' THEN a.answered_at ELSE m.answered_at END,
+    sent_at = CASE WHEN a.mark = 'playing' THEN a.playback_started_at ELSE m.sent_at END,
+    updated_at = now()
+FROM a WHERE m.id = a.message_id;
+
 -- name: finish_call^
 -- Records how the call ended, then either schedules the next call or makes
 -- the message final. The next call: a retry (when :retryable and retries are
@@ -230,6 +256,57 @@ SET attempts_made = m.attempts_made + 1,
 FROM n
 WHERE m.id = n.message_id AND m.lease_attempt_id = n.id
 RETURNING m.id;
+
+-- name: finish_calls!
+-- finish_call for many calls in one statement (the outcomes that came while
+-- the dispatcher's previous write of outcomes was in flight): one commit for
+-- all of them, each call's decision as finish_call makes it alone.
+WITH o AS (
+    SELECT * FROM unnest(:attempt_ids::bigint[], :outcomes::text[], :cause_codes::integer[],
+                         :cause_texts::text[], :details::text[], :retryables::boolean[],
+                         :placeds::boolean[])
+        AS o(attempt_id, outcome, cause_code, cause_text, detail, retryable, placed)
+),
+finished AS (
+    UPDATE voice_attempts a
+    SET finished_at = clock_timestamp(), outcome = o.outcome, cause_code = o.cause_code,
+        cause_text = o.cause_text, detail = o.detail
+    FROM o
+    WHERE a.id = o.attempt_id AND a.finished_at IS NULL
+    RETURNING a.id, a.message_id, a.outcome, a.answered_at, a.finished_at, o.cause_code,
+              o.cause_text, o.retryable, o.placed
+),
+n AS (
+    SELECT f.*, CASE
+               WHEN m.canceled_at IS NOT NULL OR m.acknowledged_at IS NOT NULL
+                    OR f.outcome = 'acknowledged' THEN NULL
+               WHEN f.retryable AND m.attempts_made < m.retries
+                   THEN m.retry_interval
+               WHEN m.acknowledge AND m.calls_made + f.placed::int < m.repeat_total
+                    AND (f.placed OR (f.retryable AND m.attempts_made - m.calls_made < 5))
+                   THEN coalesce(m.repeat_interval, m.retry_interval)
+           END AS next_in_minutes
+    FROM finished f JOIN voice_messages m ON m.id = f.message_id
+    FOR UPDATE OF m
+)
+UPDATE voice_messages m
+SET attempts_made = m.attempts_made + 1,
+    calls_made = m.calls_made + n.placed::int,
+    outcome = CASE WHEN m.acknowledged_at IS NOT NULL OR n.outcome = 'acknowledged'
+                   THEN 'acknowledged'
+                   WHEN m.canceled_at IS NOT NULL AND n.outcome <> 'completed'
+                   THEN 'canceled' ELSE n.outcome END,
+    cause_code = n.cause_code,
+    cause_text = n.cause_text,
+    ended_at = CASE WHEN n.answered_at IS NOT NULL THEN n.finished_at ELSE m.ended_at END,
+    lease_attempt_id = NULL,
+    due_at = CASE WHEN n.next_in_minutes IS NOT NULL
+                  THEN now() + make_interval(secs => n.next_in_minutes * :minute_seconds)
+             END,
+    finished_at = CASE WHEN n.next_in_minutes IS NOT NULL THEN NULL ELSE now() END,
+    updated_at = now()
+FROM n
+WHERE m.id = n.message_id AND m.lease_attempt_id = n.id;
 
 -- name: record_key!
 -- A key the callee pressed (ChannelDtmfReceived), kept on the attempt in order.
