@@ -567,7 +567,8 @@ async def test_an_acknowledged_message_is_not_called_again_after_its_dispatcher_
             message_id = await uncommitted_message(conn, repeat_total=3, repeat_interval=1)
             first = await claim_one(conn, message_id)
             assert first is not None and first["attempt_id"] is not None
-            await queries.voice_messages.mark_answered(conn, attempt_id=first["attempt_id"])
+            await queries.voice_messages.mark_calls(conn, attempt_ids=[first["attempt_id"]],
+                                                    marks=["answered"])
             assert await queries.voice_messages.acknowledge(conn,
                                                             attempt_id=first["attempt_id"])
             await queries.voice_messages.expire_own_leases(conn, dispatcher="ack-crash")
@@ -598,10 +599,11 @@ async def test_an_acknowledgement_call_never_placed_is_tried_again(pool):
             message_id = await uncommitted_message(conn, retry_interval=7)
             first = await claim_one(conn, message_id)
             assert first is not None and first["attempt_id"] is not None
-            await queries.voice_messages.finish_call(
-                conn, attempt_id=first["attempt_id"], outcome="failed", cause_code=None,
-                cause_text="gateway lost", detail="originate timed out", retryable=True,
-                minute_seconds=60.0, placed=False)
+            await queries.voice_messages.finish_calls(
+                conn, attempt_ids=[first["attempt_id"]], outcomes=["failed"],
+                cause_codes=[None], cause_texts=["gateway lost"],
+                details=["originate timed out"], retryables=[True], placeds=[False],
+                minute_seconds=60.0)
             m = await conn.fetchrow(
                 "SELECT status, finished_at, calls_made, "
                 "extract(epoch FROM due_at - now())::float8 AS due_in "

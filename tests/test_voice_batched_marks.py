@@ -29,14 +29,7 @@ async def test_concurrent_calls_marks_and_outcomes_share_transactions(client, au
         # The messages held locked while the calls are answered: the first
         # write of marks waits, and the marks of every other call pile up
         # behind it. Written one by one, each would then commit on its own.
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT 1 FROM voice_messages WHERE id = ANY($1::bigint[])"
-                               " FOR UPDATE", ids)
-            await wait_for(lambda: pool.fetchval(
-                "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE '%voice_messages m%'"), 20, interval=0.05,
-                what="a mark waiting on the lock")
-            await asyncio.sleep(3.0)  # every call answered meanwhile (6 s file)
+        await hold(pool, ids, "a mark", 3.0)  # every call answered meanwhile (6 s file)
         await wait_for(lambda: pool.fetchval(
             "SELECT count(*) = $2 FROM voice_attempts WHERE message_id = ANY($1::bigint[])"
             " AND playback_started_at IS NOT NULL", ids, CALLS), 20, interval=0.05,
@@ -46,14 +39,7 @@ async def test_concurrent_calls_marks_and_outcomes_share_transactions(client, au
             "SELECT xmin::text AS tx, finished_at FROM voice_attempts"
             " WHERE message_id = ANY($1::bigint[])", ids)
         # The same for the outcomes, held while the calls end.
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT 1 FROM voice_messages WHERE id = ANY($1::bigint[])"
-                               " FOR UPDATE", ids)
-            await wait_for(lambda: pool.fetchval(
-                "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE '%voice_messages m%'"), 20, interval=0.05,
-                what="an outcome waiting on the lock")
-            await asyncio.sleep(2.0)  # every call ended meanwhile
+        await hold(pool, ids, "an outcome", 2.0)  # every call ended meanwhile
         await wait_for(lambda: all_final(pool, ids), 60, interval=0.2, what="the calls")
     finally:
         proc.stop()
@@ -73,3 +59,16 @@ async def test_concurrent_calls_marks_and_outcomes_share_transactions(client, au
         assert c["outcome"] == "completed"
         assert c["answered_at"] <= c["playback_started_at"] <= c["finished_at"]
         assert (c["m_answered"], c["sent_at"]) == (c["answered_at"], c["playback_started_at"])
+
+
+async def hold(pool, ids: list[int], what: str, seconds: float) -> None:
+    """Keeps the messages locked until a write of `what` waits on them, then
+    `seconds` more: what comes meanwhile piles up behind it."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM voice_messages WHERE id = ANY($1::bigint[])"
+                           " FOR UPDATE", ids)
+        await wait_for(lambda: pool.fetchval(
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE '%voice_messages m%'"), 20, interval=0.05,
+            what=f"{what} waiting on the lock")
+        await asyncio.sleep(seconds)

@@ -371,12 +371,9 @@ class VoiceWorker(QueueWorker):
                             len(finishes), exc)
         # Each on its own, as if never batched (until_back retries it, as ever).
         results = await asyncio.gather(*(
-            self.record(queries.voice_messages.finish_call, attempt_id=attempt_id,
-                        outcome=outcome, cause_code=cause_code, cause_text=cause_text,
-                        detail=detail, retryable=retryable, minute_seconds=minute_seconds,
-                        placed=placed)
-            for attempt_id, outcome, cause_code, cause_text, detail, retryable, placed
-            in finishes), return_exceptions=True)
+            self.record(voice_messages.finish_calls, finishes=[finish],
+                        minute_seconds=minute_seconds)
+            for finish in finishes), return_exceptions=True)
         return [r if isinstance(r, BaseException) else None for r in results]
 
     # --- events -------------------------------------------------------------

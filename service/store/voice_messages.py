@@ -289,14 +289,14 @@ async def mark_call(pool: asyncpg.Pool, attempt_id: int, mark: str) -> None:
     await queries.voice_messages.mark_calls(pool, attempt_ids=[attempt_id], marks=[mark])
 
 
-# What finish_call records of one call: (attempt_id, outcome, cause_code,
+# What finish_calls records of one call: (attempt_id, outcome, cause_code,
 # cause_text, detail, retryable, placed).
 Finish = tuple[int, str, int | None, str | None, str, bool, bool]
 
 
 async def finish_calls(pool: asyncpg.Pool, finishes: list[Finish], minute_seconds: float
                        ) -> None:
-    """finish_call for many calls in one statement, so one commit;
+    """The outcomes of calls (one or many) in one statement, so one commit;
     BatchRefused when PostgreSQL refuses it for another reason than an outage
     (then record them one by one)."""
     columns = [list(c) for c in zip(*finishes, strict=True)]

@@ -161,29 +161,12 @@ RETURNING m.id, m.account_id, m.from_number, m.to_number, m.file_name,
           coalesce(f.duration_ms, s.duration_ms) AS duration_ms, m.speech_stem,
           m.acknowledge, m.prompt_file, m.prompt_stem, m.confirm_stem;
 
--- name: mark_answered!
-WITH a AS (
-    UPDATE voice_attempts SET answered_at = clock_timestamp()
-    WHERE id = :attempt_id AND finished_at IS NULL AND answered_at IS NULL
-    RETURNING message_id, answered_at
-)
-UPDATE voice_messages m SET answered_at = a.answered_at, updated_at = now()
-FROM a WHERE m.id = a.message_id;
-
--- name: mark_playing!
-WITH a AS (
-    UPDATE voice_attempts SET playback_started_at = clock_timestamp()
-    WHERE id = :attempt_id AND finished_at IS NULL AND playback_started_at IS NULL
-    RETURNING message_id, playback_started_at
-)
-UPDATE voice_messages m SET sent_at = a.playback_started_at, updated_at = now()
-FROM a WHERE m.id = a.message_id;
-
 -- name: mark_calls!
--- mark_answered / mark_playing for many calls in one statement (the marks that
--- came while the dispatcher's previous write of marks was in flight): one
--- commit, one WAL flush for all of them. :marks holds 'answered' or 'playing'
--- per attempt; a call's marks come in separate batches, in order.
+-- When calls were answered ('answered') and their files began to play
+-- ('playing'), on the attempts and their messages, for one call or for the
+-- marks that came while the dispatcher's previous write of marks was in
+-- flight: one commit, one WAL flush for all of them. A call's marks come in
+-- separate statements, in order.
 WITH k AS (
     SELECT * FROM unnest(:attempt_ids::bigint[], :marks::text[]) AS k(attempt_id, mark)
 ),
@@ -205,62 +188,17 @@ SET answered_at = CASE WHEN a.mark = 'answered' THEN a.answered_at ELSE m.answer
     updated_at = now()
 FROM a WHERE m.id = a.message_id;
 
--- name: finish_call^
+-- name: finish_calls!
 -- Records how the call ended, then either schedules the next call or makes
--- the message final. The next call: a retry (when :retryable and retries are
+-- the message final. The next call: a retry (when retryable and retries are
 -- left), or, for acknowledge: true, the next of `repeat_total` calls
 -- (whatever this one's outcome) until one is acknowledged; a call that was
--- never placed (:placed false: our Asterisk refused the originate, e.g. while
+-- never placed (placed false: our Asterisk refused the originate, e.g. while
 -- it restarts) does not count, and is tried again at the same interval, a few
 -- times at most. Nothing after a cancel or an acknowledgement.
-WITH finished AS (
-    UPDATE voice_attempts
-    SET finished_at = clock_timestamp(), outcome = :outcome, cause_code = :cause_code,
-        cause_text = :cause_text, detail = :detail
-    WHERE id = :attempt_id AND finished_at IS NULL
-    RETURNING id, message_id, outcome, answered_at, finished_at
-),
-n AS (
-    -- `m` here is the row as locked (FOR UPDATE: a cancel or an acknowledgement
-    -- committed meanwhile is seen), so the decision uses it, not the snapshot.
-    SELECT f.*, CASE
-               WHEN m.canceled_at IS NOT NULL OR m.acknowledged_at IS NOT NULL
-                    OR f.outcome = 'acknowledged' THEN NULL
-               WHEN :retryable AND m.attempts_made < m.retries
-                   THEN m.retry_interval
-               -- No repeat_interval without repeat (nor on an escalation's call): a
-               -- call not placed is tried again retry_interval later.
-               WHEN m.acknowledge AND m.calls_made + (:placed::boolean)::int < m.repeat_total
-                    AND (:placed::boolean OR (:retryable AND m.attempts_made - m.calls_made < 5))
-                   THEN coalesce(m.repeat_interval, m.retry_interval)
-           END AS next_in_minutes
-    FROM finished f JOIN voice_messages m ON m.id = f.message_id
-    FOR UPDATE OF m
-)
-UPDATE voice_messages m
-SET attempts_made = m.attempts_made + 1,
-    calls_made = m.calls_made + (:placed::boolean)::int,
-    outcome = CASE WHEN m.acknowledged_at IS NOT NULL OR n.outcome = 'acknowledged'
-                   THEN 'acknowledged'
-                   WHEN m.canceled_at IS NOT NULL AND n.outcome <> 'completed'
-                   THEN 'canceled' ELSE n.outcome END,
-    cause_code = :cause_code,
-    cause_text = :cause_text,
-    ended_at = CASE WHEN n.answered_at IS NOT NULL THEN n.finished_at ELSE m.ended_at END,
-    lease_attempt_id = NULL,
-    due_at = CASE WHEN n.next_in_minutes IS NOT NULL
-                  THEN now() + make_interval(secs => n.next_in_minutes * :minute_seconds)
-             END,
-    finished_at = CASE WHEN n.next_in_minutes IS NOT NULL THEN NULL ELSE now() END,
-    updated_at = now()
-FROM n
-WHERE m.id = n.message_id AND m.lease_attempt_id = n.id
-RETURNING m.id;
-
--- name: finish_calls!
--- finish_call for many calls in one statement (the outcomes that came while
--- the dispatcher's previous write of outcomes was in flight): one commit for
--- all of them, each call's decision as finish_call makes it alone.
+-- For one call, or for the outcomes that came while the dispatcher's previous
+-- write of outcomes was in flight: one commit for all of them, each call's
+-- decision made as alone.
 WITH o AS (
     SELECT * FROM unnest(:attempt_ids::bigint[], :outcomes::text[], :cause_codes::integer[],
                          :cause_texts::text[], :details::text[], :retryables::boolean[],
