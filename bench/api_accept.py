@@ -22,7 +22,7 @@ from cpu import CpuMeter, postgres_pid
 from debian import ensure_debian_packages
 from kannel import KANNEL_SENDSMS_PORT, Kannel
 from load import WrkResult, wrk
-from report import print_block, ratio
+from report import collapsed_stacks, print_block, ratio
 from stack import (
     API_PORT,
     BENCH_ENV,
@@ -117,17 +117,13 @@ def summarise_profile(path: str, top: int = 15) -> list[str]:
     samples = 0
     inclusive = {label: 0 for label, _ in PROFILE_PARTS}
     leaves: dict[str, int] = {}
-    for line in open(path):  # noqa: SIM115
-        stack, _, count = line.rstrip().rpartition(" ")
-        if not count.isdigit():
-            continue
-        n = int(count)
+    for frames, n in collapsed_stacks(path):
         samples += n
+        stack = ";".join(frames)
         for label, needle in PROFILE_PARTS:
             if needle in stack:
                 inclusive[label] += n
-        leaf = stack.rsplit(";", 1)[-1]
-        leaves[leaf] = leaves.get(leaf, 0) + n
+        leaves[frames[-1]] = leaves.get(frames[-1], 0) + n
     if not samples:
         return ["(no samples)"]
     out = [f"{samples} samples (200/s; idle time is not sampled)", "",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -19,6 +19,16 @@ def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
+
+
+def collapsed_stacks(path: str) -> Iterator[tuple[list[str], int]]:
+    """py-spy's collapsed stacks (`--format raw`): each stack's frames, root
+    first, and its sample count."""
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip().rpartition(" ")
+            if count.isdigit():
+                yield stack.split(";"), int(count)
 
 
 def ratio(a: float, b: float) -> str:

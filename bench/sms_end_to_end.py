@@ -54,7 +54,7 @@ from cpu import CpuMeter, postgres_pid, tree_cpu_seconds
 from debian import ensure_debian_packages
 from kannel import KANNEL_SENDSMS_PORT, Kannel
 from load import Sent, drive
-from report import percentile, print_block, ratio
+from report import collapsed_stacks, percentile, print_block, ratio
 from stack import (
     API,
     DB_NAME,
@@ -439,13 +439,8 @@ def profile_top(path: str, top: int = 12) -> list[str]:
     samples = 0
     inclusive: dict[str, int] = {}
     leaves: dict[str, int] = {}
-    for line in open(path):  # noqa: SIM115
-        stack, _, count = line.rstrip().rpartition(" ")
-        if not count.isdigit():
-            continue
-        n = int(count)
+    for frames, n in collapsed_stacks(path):
         samples += n
-        frames = stack.split(";")
         for frame in set(frames):
             if "/service/" in frame or "(asyncpg/" in frame or "(aiohttp/" in frame:
                 name = frame.split(" (")[0] + " (" + frame.split("(")[-1].split("/")[-1]

@@ -28,16 +28,12 @@ async def check(conn: Executor, account_id: int, to_number: str, settings: Setti
                 resource: str) -> None:
     """Refused (422) when the account may not send to `to_number`'s country,
     (429, Retry-After) when it has had its messages to it for this hour. In
-    the creating transaction: the count holds until it commits."""
-    cap = settings.destination_cap_per_hour
-    if cap:  # no cap, nothing to count exactly: no lock
-        await queries.accounts.lock_destination(conn, account_id=account_id,
-                                                to_number=to_number)
-    row = await queries.accounts.destination_check(conn, account_id=account_id,
-                                                   to_number=to_number, cap=cap)
-    refused = refusal(row, to_number, settings, resource)
-    if refused is not None:
-        raise refused
+    the creating transaction: the count holds until it commits. (check_many
+    for one create; its sender is the create's to check.)"""
+    [checked] = await check_many(conn, [(account_id, to_number, to_number, True)], settings,
+                                 resource)
+    if checked.refused is not None:
+        raise checked.refused
 
 
 # A create of a batch as check_many takes it: (account, to, from, any_sender).

@@ -23,38 +23,11 @@ UPDATE accounts SET allowed_countries = :allowed_countries
 WHERE name = :name
 RETURNING id, name, allowed_countries;
 
--- name: lock_destination
--- Serialises creates to one number by one account until commit, so the
--- hourly count below is exact under concurrent requests.
-SELECT pg_advisory_xact_lock(hashtextextended(:to_number, :account_id));
-
--- name: destination_check^
--- The account's country list and its messages to :to_number over the last
--- hour (SMS and voice), with the seconds until the oldest of them leaves it.
--- At most :cap rows are read from each table (none when the cap is off): the
--- answer only needs to say whether the cap is reached, and the work stays
--- bounded however many messages went to the number.
-WITH recent AS (
-    (SELECT created_at FROM sms_messages
-     WHERE account_id = :account_id AND to_number = :to_number
-       AND created_at > now() - interval '1 hour'
-     ORDER BY created_at LIMIT :cap)
-    UNION ALL
-    (SELECT created_at FROM voice_messages
-     WHERE account_id = :account_id AND to_number = :to_number
-       AND created_at > now() - interval '1 hour'
-     ORDER BY created_at LIMIT :cap)
-)
-SELECT a.allowed_countries,
-       (SELECT count(*) FROM recent) AS last_hour,
-       (SELECT ceil(extract(epoch FROM min(created_at) + interval '1 hour' - now()))::int
-        FROM recent) AS frees_in
-FROM accounts a WHERE a.id = :account_id;
-
 -- name: lock_destinations
--- lock_destination for every (account, number) of a batch of creates, taken
--- in one order (the subquery's) so two batches never wait on each other in
--- a circle.
+-- Serialises creates to each (account, number) of one create or a batch
+-- until commit, so the hourly count of destination_checks is exact under
+-- concurrent requests; taken in one order (the subquery's) so two batches
+-- never wait on each other in a circle.
 SELECT pg_advisory_xact_lock(k) FROM (
     SELECT DISTINCT hashtextextended(t, a) AS k
     FROM unnest(:to_numbers::text[], :account_ids::bigint[]) AS d (t, a)
@@ -62,11 +35,15 @@ SELECT pg_advisory_xact_lock(k) FROM (
 ) keys;
 
 -- name: destination_checks
--- destination_check for each create of a batch, one row per create in the
--- arrays' order (place), in one statement; with whether `create` would make
--- its row (owned: its sender is the account's or :any_senders; opted_out:
--- `to` sent STOP), so a create refused for those takes no place under the
--- cap of the batch's later creates.
+-- For each create of one or a batch, one row per create in the arrays'
+-- order (place): the account's country list and its messages to the number
+-- over the last hour (SMS and voice), with the seconds until the oldest of
+-- them leaves it. At most :cap rows are read from each table (none when the
+-- cap is off): the answer only needs to say whether the cap is reached, and
+-- the work stays bounded however many messages went to the number. Also
+-- whether `create` would make its row (owned: its sender is the account's or
+-- :any_senders; opted_out: `to` sent STOP), so a create refused for those
+-- takes no place under the cap of the batch's later creates.
 SELECT d.place, a.allowed_countries, r.last_hour, r.frees_in,
        (d.any_sender OR EXISTS (
             SELECT 1 FROM phone_numbers
