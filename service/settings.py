@@ -234,6 +234,11 @@ class Settings:
     calls_per_second: float = field(
         default=10.0, metadata={"doc": "Pace of call attempts per dispatcher."}
     )
+    ari_reconnect_max_seconds: float = field(
+        default=10.0,
+        metadata={"doc": "Longest wait between attempts to reconnect a gateway node's ARI "
+                         "event WebSocket (the wait doubles from 0.2 s up to this)."},
+    )
     gateway_lost_seconds: float = field(
         default=60.0,
         metadata={"doc": "Seconds the calls in flight on a gateway node whose ARI went away "

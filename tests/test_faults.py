@@ -322,8 +322,11 @@ async def answered_then_severed(client, auth, proxy: Severable,
     await upload(client, auth, "overdue.wav", tone(440, 3.0))
     port = await proxy.start()
     to = phone()
+    # Reconnecting every second at most: the node is back within a held
+    # hangup's 10 s (at the default 10 s backoff it may not be).
     d = start_dispatcher(f"{name}-{time.time_ns()}", AMIVONO_DIAL_TIMEOUT="2",
                          AMIVONO_GATEWAY_LOST_SECONDS="300",
+                         AMIVONO_ARI_RECONNECT_MAX_SECONDS="1",
                          AMIVONO_ARI_URL=f"http://127.0.0.1:{port}/ari")
     try:
         await wait_for(lambda: "voice: connected" in d.log(), 60, what="voice connected")

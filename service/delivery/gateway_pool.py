@@ -301,7 +301,8 @@ class GatewayPool:
 
         metrics.GATEWAY_CONNECTED.labels(node.name).set(0)
         node.task = asyncio.create_task(node.ari.run_events(
-            on_event, node.stop, on_connect=on_connect, on_disconnect=on_disconnect))
+            on_event, node.stop, on_connect=on_connect, on_disconnect=on_disconnect,
+            max_backoff=self.settings.ari_reconnect_max_seconds))
         log.info("gateway %s: using %s (trunk %s, %d calls, %s SMS/s)", config.name,
                  config.ari_url, config.trunk, config.calls,
                  f"{config.sms_per_second:g}" if config.sms_per_second else "dispatcher's")
